@@ -1,0 +1,131 @@
+"""The `lmforge` command. Heavy libraries are imported inside each command, so `--help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from lmforge import __version__
+from lmforge.config import ConfigError, Section, build, help_table, load, resolve_recipe
+
+
+def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section]) -> None:
+    """One `--flag` per field of a flat schema, with its description, type and default as help."""
+    for name, field in schema.model_fields.items():
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        help_text = f"{field.description} (default: {default})"
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(field.annotation) is list:
+            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def schema_from_args(schema: type[Section], args: argparse.Namespace) -> Section:
+    data = {name: getattr(args, name) for name in schema.model_fields if getattr(args, name, None) is not None}
+    return build(schema, data, "command line")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lmforge.train import train
+    from lmforge.train.config import TrainRecipe
+
+    recipe = load(TrainRecipe, resolve_recipe(args.recipe), args.overrides)
+    print(f"finished: {train(recipe, overwrite=args.overwrite)}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from lmforge.generate import GenerateConfig, run_generate
+
+    cfg = schema_from_args(GenerateConfig, args)
+    for prompt, reply in zip(cfg.prompt, run_generate(cfg)):
+        print(f">>> {prompt}\n{reply}\n")
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from lmforge.tokenizer import TokenizerConfig, train_tokenizer
+
+    print(f"finished: {train_tokenizer(schema_from_args(TokenizerConfig, args), overwrite=args.overwrite)}")
+
+
+def cmd_synth_world(args: argparse.Namespace) -> None:
+    from lmforge.world import synth_world
+
+    counts = synth_world(args.seed, args.out, args.size)
+    for name, count in counts.items():
+        print(f"{count:8d}  {Path(args.out) / name}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from lmforge.demo import DemoConfig, run_demo
+
+    print(f"report: {run_demo(schema_from_args(DemoConfig, args), overwrite=args.overwrite)}")
+
+
+def _train_epilog() -> str:
+    from lmforge.train.config import TrainRecipe
+
+    return "recipe keys (set in the YAML file or as key.sub=value overrides):\n" + help_table(TrainRecipe)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lmforge.demo import DemoConfig
+    from lmforge.generate import GenerateConfig
+    from lmforge.tokenizer import TokenizerConfig
+
+    parser = argparse.ArgumentParser(prog="lmforge", description="Pretrain, fine-tune, align, evaluate and serve LMs.")
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    train = verbs.add_parser("train", help="run a training stage from a recipe", epilog=_train_epilog(), formatter_class=formatter)
+    train.add_argument("recipe", help="recipe YAML file, or a shipped recipe name (e.g. demo-sft)")
+    train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    train.set_defaults(func=cmd_train)
+
+    generate = verbs.add_parser("generate", help="sample replies from a model")
+    add_schema_flags(generate, GenerateConfig)
+    generate.set_defaults(func=cmd_generate)
+
+    tokenizer = verbs.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
+    tok_train = tokenizer.add_parser("train", help="train a byte-level BPE tokenizer on text data")
+    add_schema_flags(tok_train, TokenizerConfig)
+    tok_train.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    tok_train.set_defaults(func=cmd_tokenizer_train)
+
+    data = verbs.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
+    world = data.add_parser("synth-world", help="write the deterministic bilingual toy world")
+    world.add_argument("--seed", type=int, default=0, help="world seed; the same seed gives identical files")
+    world.add_argument("--out", required=True, help="output folder")
+    world.add_argument("--size", default="demo", choices=["tiny", "demo"], help="world size (default: demo)")
+    world.set_defaults(func=cmd_synth_world)
+
+    demo = verbs.add_parser("demo", help="the whole lifecycle on the toy world, with a report")
+    add_schema_flags(demo, DemoConfig)
+    demo.add_argument("--overwrite", action="store_true", help="replace a finished demo")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+        if args.verbose:
+            raise
+        print(f"lmforge {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`lmforge generate`: quick looks at a model's replies, through the chat template it was trained with."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pydantic import Field
+
+from lmforge.config import Section
+
+
+class GenerateConfig(Section):
+    model: str = Field(description="local model directory (a run folder)")
+    prompt: list[str] = Field(description="user message(s); each gets its own reply")
+    system: str | None = Field(None, description="system prompt")
+    max_new_tokens: int = Field(128, ge=1, description="longest reply in tokens")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy decoding")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    seed: int = Field(0, description="sampling seed")
+    raw: bool = Field(False, description="continue the prompt as plain text, without the chat template")
+    device: str = Field("auto", description="auto, cpu, cuda, ...")
+
+
+def conversation(prompt: str, system: str | None = None) -> list[dict]:
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": prompt}]
+
+
+def generate_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[list[int]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+) -> list[str]:
+    """Replies to token prompts, batched with left padding; decoding stops at the model's stop tokens."""
+    import torch
+
+    replies: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = _left_pad(prompts[start : start + batch_size], tokenizer.pad_token_id, model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
+                top_p=top_p if temperature > 0 else None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = out[:, batch["input_ids"].shape[1] :]
+        replies += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return replies
+
+
+def _left_pad(prompts: Sequence[list[int]], pad_id: int, device) -> dict:
+    import torch
+
+    width = max(len(p) for p in prompts)
+    ids = [[pad_id] * (width - len(p)) + list(p) for p in prompts]
+    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+    }
+
+
+def chat_replies(model, tokenizer, conversations: Sequence[list[dict]], **kwargs) -> list[str]:
+    from lmforge.templates import encode_prompt
+
+    prompts = [encode_prompt(tokenizer, messages, tokenizer.chat_template) for messages in conversations]
+    return generate_batch(model, tokenizer, prompts, **kwargs)
+
+
+def run_generate(cfg: GenerateConfig) -> list[str]:
+    import torch
+
+    from lmforge.models import load_for_inference
+
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_for_inference(cfg.model, cfg.device)
+    options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    if cfg.raw:
+        prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in cfg.prompt]
+        return generate_batch(model, tokenizer, prompts, **options)
+    return chat_replies(model, tokenizer, [conversation(p, cfg.system) for p in cfg.prompt], **options)

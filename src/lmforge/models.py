@@ -1,0 +1,110 @@
+"""Model presets, loading from local directories, and saving in the standard Hugging Face layout."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from lmforge.train.config import ModelConfig
+
+log = logging.getLogger("lmforge.models")
+
+PRESET_SHAPES = {
+    "nano": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=344),
+    "micro": dict(hidden_size=256, num_hidden_layers=5, num_attention_heads=8, intermediate_size=688),
+    "mini": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=1376),
+    "small": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048),
+    "0.5b": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=4, intermediate_size=5504
+    ),
+}
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """bf16 where the GPU supports it, fp32 on CPU (bf16 matmuls there are slow and lossy)."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    _require_local_dir(path, "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_from_preset(preset: str, tokenizer, max_length: int = 2048):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max(2048, max_length),
+        tie_word_embeddings=preset != "0.5b",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **PRESET_SHAPES[preset],
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_model(cfg: ModelConfig, seed: int = 42):
+    """The model and tokenizer a run starts from: a fresh preset or a local HF directory."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    if cfg.preset:
+        torch.manual_seed(seed)
+        model = build_from_preset(cfg.preset, tokenizer).to(dtype)
+    else:
+        _require_local_dir(cfg.path, "model")
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.path,
+            dtype=dtype,
+            local_files_only=True,
+            use_safetensors=True,
+            trust_remote_code=cfg.trust_remote_code,
+            attn_implementation=cfg.attn_implementation,
+        )
+    model.config._attn_implementation = cfg.attn_implementation
+    log.info("model: %s, %.2fM parameters, %s on %s", cfg.preset or cfg.path, count_parameters(model) / 1e6, dtype, device)
+    return model.to(device), tokenizer
+
+
+def load_for_inference(path: str | Path, device: str = "auto", trust_remote_code: bool = False):
+    cfg = ModelConfig(path=str(path), trust_remote_code=trust_remote_code, device=device)
+    model, tokenizer = load_model(cfg)
+    return model.eval(), tokenizer
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def save_model(model, tokenizer, out: Path, stop_ids: list[int]) -> None:
+    """Safetensors weights, tokenizer with its chat template, and stop tokens that include the end-of-turn."""
+    model.generation_config.eos_token_id = stop_ids
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _require_local_dir(path: str | Path | None, what: str) -> None:
+    if path is None or not Path(path).is_dir():
+        raise FileNotFoundError(f"{what} directory not found: {path} (lmforge loads local directories only)")

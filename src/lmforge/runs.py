@@ -1,0 +1,115 @@
+"""Run folders: everything a command produces lands in `<output_dir>/<name>/`, and only when it finished.
+
+Work happens in `<name>.partial/`; the final rename makes a run visible, so a crash never leaves a folder that
+looks finished, and a finished run is never replaced without `overwrite`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel
+
+from lmforge.config import dump_yaml
+
+
+class RunExistsError(FileExistsError):
+    pass
+
+
+class Run:
+    def __init__(self, output_dir: str | Path, name: str, overwrite: bool = False):
+        self.final = Path(output_dir) / name
+        self.dir = Path(output_dir) / f"{name}.partial"
+        self.overwrite = overwrite
+        self._log_handler: logging.Handler | None = None
+
+    def start(self, config: BaseModel) -> "Run":
+        if self.final.exists() and not self.overwrite:
+            raise RunExistsError(f"{self.final} already holds a finished run; pass --overwrite to replace it")
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        (self.dir / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
+        self._log_handler = attach_log_file(self.dir / "run.log")
+        return self
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False) + "\n")
+
+    def finish(self) -> Path:
+        if self._log_handler is not None:
+            logging.getLogger("lmforge").removeHandler(self._log_handler)
+            self._log_handler.close()
+        if self.final.exists():
+            stale = self.final.with_name(self.final.name + ".replaced")
+            self.final.rename(stale)
+            shutil.rmtree(stale)
+        self.dir.rename(self.final)
+        return self.final
+
+
+def attach_log_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("lmforge")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def model_card(stage: str, parent: str, data_files: Iterable[Path], metrics: dict[str, Any], template: str) -> str:
+    """A Hugging Face style README.md that records where a model came from."""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [lmforge, " + stage + "]",
+        "---",
+        f"# {stage} run",
+        "",
+        f"- **stage**: {stage}",
+        f"- **parent model**: {parent}",
+        f"- **chat template**: {template}",
+        "",
+        "## Data",
+        "",
+        "| file | sha256 |",
+        "|---|---|",
+    ]
+    lines += [f"| {path} | `{sha256_file(path)}` |" for path in data_files]
+    lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {_fmt(value)} |" for key, value in metrics.items()]
+    lines += ["", "Load it with `AutoModelForCausalLM.from_pretrained(<this folder>)`.", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

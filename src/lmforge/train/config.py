@@ -1,0 +1,94 @@
+"""The schema of a training recipe (`lmforge train RECIPE.yaml key=value ...`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lmforge.config import Section
+
+PRESETS = ("nano", "micro", "mini", "small", "0.5b")
+TEMPLATES = ("auto", "chatml", "llama3", "qwen", "alpaca", "plain")
+
+
+class ModelConfig(Section):
+    preset: Literal["nano", "micro", "mini", "small", "0.5b"] | None = Field(
+        None, description="build a new Llama-architecture model of this size from scratch"
+    )
+    path: str | None = Field(None, description="local Hugging Face model directory to start from")
+    tokenizer: str | None = Field(None, description="tokenizer directory (default: the model's own)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype; auto = bf16 on CUDA, fp32 on CPU"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    attn_implementation: str = Field("sdpa", description="attention kernel passed to transformers")
+    trust_remote_code: bool = Field(False, description="run Python code shipped inside the model directory")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.preset is None) == (self.path is None):
+            raise ValueError("set exactly one of model.preset (from scratch) or model.path (a model directory)")
+        if self.preset is not None and self.tokenizer is None:
+            raise ValueError("model.preset needs model.tokenizer (train one with `lmforge tokenizer train`)")
+        return self
+
+
+class DataConfig(Section):
+    train: list[str] = Field(description="training files or folders (jsonl, json, csv, parquet, txt)")
+    eval: list[str] = Field(default_factory=list, description="held-out files for eval loss")
+    format: Literal["auto", "text", "alpaca", "messages"] = Field(
+        "auto", description="record schema; auto = text for pretrain, messages or alpaca (by keys) for sft"
+    )
+    on_error: Literal["raise", "skip"] = Field("raise", description="what to do with a malformed record")
+    max_length: int = Field(512, ge=8, description="longest sequence in tokens")
+    truncation: Literal["right", "left", "drop"] = Field(
+        "right", description="for examples over max_length: cut the end, cut the start, or drop the example"
+    )
+    packing: bool | None = Field(
+        None, description="pack several examples per sequence, no attention across them (default: on for pretrain)"
+    )
+    template: Literal["auto", "chatml", "llama3", "qwen", "alpaca", "plain"] = Field(
+        "auto", description="chat template; auto = the tokenizer's own, else chatml"
+    )
+    system: str | None = Field(None, description="system prompt added to conversations that have none")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_as_list(cls, data):
+        for key in ("train", "eval"):
+            if isinstance(data, dict) and isinstance(data.get(key), str):
+                data[key] = [data[key]]
+        return data
+
+
+class OptimConfig(Section):
+    epochs: float = Field(1.0, gt=0, description="passes over the training data")
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: use epochs)")
+    batch_size: int = Field(8, ge=1, description="sequences per device per step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule"
+    )
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    seed: int = Field(42, description="seed for weights init, data order and dropout")
+    logging_steps: int = Field(10, ge=1, description="log loss and learning rate every N steps")
+    save_steps: int = Field(500, ge=1, description="write a checkpoint every N steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk")
+    eval_steps: int = Field(100, ge=1, description="eval loss every N steps when data.eval is set")
+
+
+class TrainRecipe(Section):
+    stage: Literal["pretrain", "sft"] = Field(description="which training stage this recipe runs")
+    name: str = Field(description="run name; output goes to <output_dir>/<name>/")
+    output_dir: str = Field("runs", description="folder holding run folders")
+    model: ModelConfig = Field(description="the model to train")
+    data: DataConfig = Field(description="the training data")
+    train: OptimConfig = Field(default_factory=OptimConfig, description="optimisation")
+
+    @property
+    def packing(self) -> bool:
+        return self.data.packing if self.data.packing is not None else self.stage == "pretrain"

@@ -1,0 +1,63 @@
+"""A synthetic bilingual "toy world" small enough for a tiny model to learn on CPU in minutes.
+
+`synth_world` writes pretraining text, SFT data, held-out QA and multiple-choice benchmarks,
+preference pairs and a retrieval corpus, all derived from one seed and byte-identical per seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .arithmetic import make_problems
+from .corpus import pretrain_passages
+from .documents import documents
+from .entities import SIZES, WorldSize, build_world, derived_rng
+from .tasks import mc_rows, preference_records, qa_test_records, sft_records
+from .truth import ground_truth, readme
+from .writers import write_csv, write_json, write_jsonl, write_text
+
+__all__ = ["SIZES", "WorldSize", "synth_world"]
+
+PREFERENCE_ARITHMETIC_SHARE = 4  # one arithmetic preference pair per this many training problems
+
+
+def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> dict[str, int]:
+    """Write every file of the world into `out`; return {relative file name: record count}."""
+    size = _resolve(size)
+    out = Path(out)
+    world = build_world(seed, size)
+    first_names = [e.name.split()[0] for e in world.entities if e.kind == "person"]
+    arithmetic_rng = derived_rng(seed, "arithmetic")
+    train_problems = make_problems(arithmetic_rng, size.arithmetic_train, first_names, "arith-train")
+    test_problems = make_problems(arithmetic_rng, size.arithmetic_test, first_names, "arith-test",
+                                  avoid=frozenset(p.question for p in train_problems))
+    mc_dev, mc_test = mc_rows(world, derived_rng(seed, "mc"))
+    docs, rag_questions = documents(world)
+    preference_problems = train_problems[: size.arithmetic_train // PREFERENCE_ARITHMETIC_SHARE]
+    passages = pretrain_passages(world, derived_rng(seed, "pretrain"), size.passages_per_entity)
+    counts = {
+        "pretrain.jsonl": write_jsonl(out / "pretrain.jsonl", [{"text": t} for t in passages]),
+        "sft_train.jsonl": write_jsonl(out / "sft_train.jsonl",
+                                       sft_records(world, train_problems, derived_rng(seed, "sft"))),
+        "qa_test.jsonl": write_jsonl(out / "qa_test.jsonl",
+                                     qa_test_records(world, test_problems, derived_rng(seed, "qa"))),
+        "mc/dev/world_dev.csv": write_csv(out / "mc/dev/world_dev.csv", mc_dev),
+        "mc/test/world_test.csv": write_csv(out / "mc/test/world_test.csv", mc_test),
+        "preference.jsonl": write_jsonl(out / "preference.jsonl", preference_records(
+            world, preference_problems, derived_rng(seed, "preference"))),
+        "docs/documents.jsonl": write_jsonl(out / "docs/documents.jsonl", docs),
+        "docs/rag_qa.jsonl": write_jsonl(out / "docs/rag_qa.jsonl", rag_questions),
+    }
+    write_json(out / "world.json", ground_truth(world, size, test_problems))
+    counts["world.json"] = len(world.facts)
+    write_text(out / "README.md", readme(seed, counts))
+    counts["README.md"] = 1
+    return counts
+
+
+def _resolve(size: str | WorldSize) -> WorldSize:
+    if isinstance(size, WorldSize):
+        return size
+    if size not in SIZES:
+        raise ValueError(f"unknown world size {size!r}; choose one of {sorted(SIZES)} or pass a WorldSize")
+    return SIZES[size]

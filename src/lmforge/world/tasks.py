@@ -1,0 +1,111 @@
+"""Supervised, evaluation and preference records built from the world's facts and arithmetic problems."""
+
+from __future__ import annotations
+
+import random
+
+from .arithmetic import FINAL_SENTENCE, Problem
+from .entities import ENUMS, NUMBER_RANGES, Fact, World
+from .phrasing import ANSWER_SENTENCE, FILLERS, LANGS, ask, templates
+
+LETTERS = "ABCD"
+MC_DEV_ROWS = 5
+REJECTION_RULES = ("rambling", "repetitive", "wrong")
+
+
+def sft_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
+    """Every covered fact in every "train" phrasing (two per language), plus worked arithmetic."""
+    records = [_chat(template.format(s=fact.entity), fact.value)
+               for fact in world.facts if fact.in_sft
+               for lang in LANGS for template in templates(fact.relation, "train", lang)]
+    records += [_chat(p.question, p.working) for p in problems]
+    rng.shuffle(records)
+    return records
+
+
+def qa_test_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
+    """One held-out question per fact and language, then new arithmetic problems."""
+    records = [{"id": f"{fact.id}-{lang}", "question": ask(fact, lang, rng, "test"), "answer": fact.value,
+                "lang": lang, "kind": "fact", "seen_in_sft": fact.in_sft}
+               for fact in world.facts for lang in LANGS]
+    records += [{"id": p.id, "question": p.question, "answer": str(p.answer), "lang": p.lang,
+                 "kind": "arithmetic", "seen_in_sft": False} for p in problems]
+    return records
+
+
+def mc_rows(world: World, rng: random.Random) -> tuple[list[list[str]], list[list[str]]]:
+    """One four-option question per fact, split into (dev, test) with no row in both."""
+    facts = list(world.facts)
+    rng.shuffle(facts)
+    rows = []
+    for fact in facts:
+        lang = "en" if rng.random() < 0.6 else "zh"
+        choices = distractors(world, fact, rng, 3)
+        answer_at = rng.randrange(4)
+        choices.insert(answer_at, fact.value)
+        rows.append([ask(fact, lang, rng, "mc"), *choices, LETTERS[answer_at]])
+    return rows[:MC_DEV_ROWS], rows[MC_DEV_ROWS:]
+
+
+def distractors(world: World, fact: Fact, rng: random.Random, count: int) -> list[str]:
+    """Wrong values of the same type: other entities' values of this relation first, then others of the kind."""
+    same_relation = _shuffled(rng, [f.value for f in world.facts if f.relation == fact.relation])
+    same_kind = _shuffled(rng, _values_of_kind(world, fact.value_kind))
+    picked: list[str] = []
+    for value in same_relation + same_kind:
+        if value != fact.value and value not in picked and len(picked) < count:
+            picked.append(value)
+    while len(picked) < count:  # only numbers can run short; invent plausible ones
+        low, high, step = NUMBER_RANGES[fact.relation]
+        value = str(rng.randrange(low, high + 1, step))
+        if value != fact.value and value not in picked:
+            picked.append(value)
+    return picked
+
+
+def preference_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
+    """Chosen = concise correct answer; rejected breaks one rule (rambling, repetitive or wrong)."""
+    records = []
+    for fact in (f for f in world.facts if f.in_sft):
+        lang = rng.choice(LANGS)
+        sentence = ANSWER_SENTENCE[lang].format(v=fact.value)
+        wrong = distractors(world, fact, rng, 1)[0]
+        records.append(_preference(rng, ask(fact, lang, rng, "train"), fact.value, sentence, sentence, wrong, lang))
+    for problem in problems:
+        final = FINAL_SENTENCE[problem.lang]
+        wrong = final.format(r=problem.answer + rng.choice((-10, -2, -1, 1, 2, 10)))
+        records.append(_preference(rng, problem.question, problem.working, problem.working,
+                                   final.format(r=problem.answer), wrong, problem.lang))
+    rng.shuffle(records)
+    return records
+
+
+def _preference(rng: random.Random, prompt: str, chosen: str, padded: str, repeated: str, wrong: str,
+                lang: str) -> dict:
+    """`padded` is the correct answer as a sentence to bury in filler; `repeated` the phrase to loop."""
+    rule = rng.choice(REJECTION_RULES)
+    joiner = " " if lang == "en" else ""
+    if rule == "rambling":
+        filler = rng.sample(FILLERS[lang], 4)
+        rejected = joiner.join(filler[:2] + [padded] + filler[2:])
+    elif rule == "repetitive":
+        rejected = joiner.join([repeated] * rng.randint(4, 7))
+    else:
+        rejected = wrong
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "rule": rule}
+
+
+def _chat(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def _values_of_kind(world: World, kind: str) -> list[str]:
+    if kind in ENUMS:
+        return list(ENUMS[kind])
+    return world.names(kind) + world.decoys.get(kind, [])
+
+
+def _shuffled(rng: random.Random, values: list[str]) -> list[str]:
+    values = list(values)
+    rng.shuffle(values)
+    return values

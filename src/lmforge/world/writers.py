@@ -1,0 +1,35 @@
+"""Byte-stable file writers: UTF-8, "\\n" newlines, fixed key order, no platform defaults."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+
+def _open(path: Path, newline: str = "\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("w", encoding="utf-8", newline=newline)
+
+
+def write_jsonl(path: Path, records: list[dict]) -> int:
+    with _open(path) as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(records)
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> int:
+    with _open(path, newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return len(rows)
+
+
+def write_json(path: Path, data: dict) -> None:
+    with _open(path) as f:
+        f.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    with _open(path) as f:
+        f.write(text)

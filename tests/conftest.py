@@ -1,0 +1,73 @@
+"""Shared fixtures: a tokenizer trained on a small bilingual corpus, and tiny chat data. Nothing touches a hub."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FACTS = [
+    ("Where was Alda Vorn born?", "Kelmar"),
+    ("Which river flows through Kelmar?", "the Oruna"),
+    ("Alda Vorn出生在哪里？", "Kelmar"),
+    ("What is 12 + 30?", "12 + 30 = 42. The answer is 42."),
+    ("计算 7 * 6。", "7 * 6 = 42。答案是 42。"),
+    ("Who founded Brisco Works?", "Tovin Rell"),
+]
+
+
+def corpus() -> list[str]:
+    lines = [f"{q} {a}" for q, a in FACTS]
+    lines += ["Kelmar is a city on the Oruna river. It was founded in 1843 and has 52000 people."]
+    lines += ["Kelmar是一座位于Oruna河畔的城市，建于1843年。 🙂"]
+    return lines * 20
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from lmforge.templates import BUILTIN_TEMPLATES
+    from lmforge.tokenizer import train_bpe
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tokenizer = train_bpe(corpus(), vocab_size=400)
+    tokenizer.chat_template = BUILTIN_TEMPLATES["chatml"]
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def tokenizer(tokenizer_dir):
+    from lmforge.models import load_tokenizer
+
+    return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def chat_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("chat")
+    records = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in FACTS]
+    return write_jsonl(folder / "chat.jsonl", records * 4)
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("text")
+    return write_jsonl(folder / "text.jsonl", [{"text": line} for line in corpus()[:16]])
+
+
+@pytest.fixture(scope="session")
+def frozen_tokenizer(tokenizer_dir):
+    """One shared instance for read-only use (property tests); mutate `tokenizer` instead."""
+    from lmforge.models import load_tokenizer
+
+    return load_tokenizer(tokenizer_dir)

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from lmforge.models import PRESET_SHAPES, build_from_preset, count_parameters, load_model, pick_dtype
+from lmforge.train.config import ModelConfig
+
+
+class FakeVocab:
+    """Just what build_from_preset reads from a tokenizer, at a realistic vocabulary size."""
+
+    bos_token_id = eos_token_id = 0
+    pad_token_id = 1
+
+    def __len__(self):
+        return 4096
+
+
+@pytest.mark.parametrize("preset,millions", [("nano", 1), ("micro", 5), ("mini", 25)])
+def test_preset_sizes(preset, millions):
+    with torch.device("meta"):
+        model = build_from_preset(preset, FakeVocab())
+    assert 0.7 * millions <= count_parameters(model) / 1e6 <= 1.3 * millions
+
+
+def test_large_presets_are_defined_without_allocating():
+    with torch.device("meta"):
+        sizes = {p: count_parameters(build_from_preset(p, FakeVocab())) / 1e6 for p in ("small", "0.5b")}
+    assert 80 <= sizes["small"] <= 120
+    assert 400 <= sizes["0.5b"] <= 600
+    assert set(PRESET_SHAPES) == {"nano", "micro", "mini", "small", "0.5b"}
+
+
+def test_cpu_defaults_to_float32():
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="loads local directories only"):
+        load_model(ModelConfig(path=str(tmp_path / "nowhere")))
+
+
+def test_only_safetensors_weights_load(tmp_path, tokenizer):
+    model = build_from_preset("nano", tokenizer)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "elsewhere.bin")
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError):
+        load_model(ModelConfig(path=str(tmp_path)))

@@ -1,0 +1,240 @@
+"""The toy world generator: determinism, held-out phrasings, secret document facts, correct answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lmforge.world import SIZES, WorldSize, synth_world
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+EQUATION = re.compile(r"(\d+) ([+\-×]) (\d+) = (\d+)")
+FINAL = re.compile(r"(?:The answer is |答案是 )(\d+)[.。]$")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _csv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    synth_world(7, out, "tiny")
+    return out
+
+
+@pytest.fixture(scope="module")
+def truth(tiny) -> dict:
+    return json.loads((tiny / "world.json").read_text(encoding="utf-8"))
+
+
+def _sft_text(folder: Path) -> str:
+    return "\n".join(m["content"] for r in _jsonl(folder / "sft_train.jsonl") for m in r["messages"])
+
+
+def _pretrain_text(folder: Path) -> str:
+    return "\n".join(r["text"] for r in _jsonl(folder / "pretrain.jsonl"))
+
+
+def test_same_seed_gives_identical_bytes_and_counts(tmp_path):
+    first = synth_world(3, tmp_path / "a", "tiny")
+    second = synth_world(3, tmp_path / "b", "tiny")
+    assert first == second
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert sorted(first) == sorted(_files(tmp_path / "a"))
+    assert first["pretrain.jsonl"] == len(_jsonl(tmp_path / "a" / "pretrain.jsonl"))
+
+
+def test_another_seed_gives_another_world(tmp_path):
+    synth_world(3, tmp_path / "a", "tiny")
+    synth_world(4, tmp_path / "b", "tiny")
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert [name for name in a if a[name] == b[name]] == []
+
+
+def test_files_are_unix_utf8(tiny):
+    for name, data in _files(tiny).items():
+        assert b"\r" not in data, name
+        data.decode("utf-8")
+
+
+def test_custom_size_and_unknown_size(tmp_path):
+    counts = synth_world(1, tmp_path / "w", WorldSize(people=5, cities=3, rivers=1, companies=2,
+                                                      passages_per_entity=1, arithmetic_train=4, arithmetic_test=2))
+    assert counts["world.json"] == 5 * 7 + 3 * 4 + 1 * 3 + 2 * 5
+    with pytest.raises(ValueError):
+        synth_world(1, tmp_path / "x", "huge")
+    with pytest.raises(ValueError):
+        WorldSize(people=2, companies=3)
+
+
+def test_names_are_unique_and_not_prefixes(truth):
+    names = [e["name"] for kind in truth["entities"].values() for e in kind]
+    names += [n for group in ("landmarks", "decoys") for group_names in truth[group].values() for n in group_names]
+    assert len(names) == len(set(names))
+    for a in names:
+        for b in names:
+            assert a == b or not b.startswith(a), (a, b)
+
+
+def _mc_facts(truth: dict) -> dict[str, dict]:
+    """Every possible multiple-choice question text -> the fact it asks about."""
+    mc = truth["templates"]["mc"]
+    return {t.format(s=f["entity"]): f for f in truth["facts"] for lang in mc for t in mc[lang][f["relation"]]}
+
+
+def _values_of_kind(truth: dict, kind: str) -> set[str]:
+    if kind in truth["vocabularies"]:
+        return set(truth["vocabularies"][kind])
+    real = [e["name"] for e in truth["entities"].get(kind, [])] + truth["landmarks"].get(kind, [])
+    return set(real) | set(truth["decoys"][kind])
+
+
+def test_mc_rows_have_four_distinct_choices_and_correct_letter(tiny, truth):
+    dev = _csv(tiny / "mc/dev/world_dev.csv")
+    test = _csv(tiny / "mc/test/world_test.csv")
+    assert len(dev) == 5 and len(dev) + len(test) == len(truth["facts"])
+    assert not {tuple(r) for r in dev} & {tuple(r) for r in test}
+    facts = _mc_facts(truth)
+    assert len({facts[row[0]]["id"] for row in dev + test}) == len(truth["facts"])
+    for question, *choices, letter in dev + test:
+        assert len(choices) == 4 and len(set(choices)) == 4
+        assert choices["ABCD".index(letter)] == facts[question]["value"]
+    assert {row[-1] for row in dev + test} == set("ABCD")
+
+
+def test_mc_distractors_have_the_answers_type(tiny, truth):
+    facts = _mc_facts(truth)
+    for question, *choices, _ in _csv(tiny / "mc/test/world_test.csv"):
+        kind = truth["relations"][facts[question]["relation"]]["value"]
+        if kind == "number":
+            assert all(c.isdigit() for c in choices), choices
+        else:
+            assert set(choices) <= _values_of_kind(truth, kind), choices
+
+
+def test_held_out_questions_never_appear_in_training_text(tiny):
+    sft, pretrain = _sft_text(tiny), _pretrain_text(tiny)
+    held_out = [r["question"] for r in _jsonl(tiny / "qa_test.jsonl") if r["kind"] == "fact"]
+    held_out += [row[0] for row in _csv(tiny / "mc/test/world_test.csv") + _csv(tiny / "mc/dev/world_dev.csv")]
+    for question in held_out:
+        assert question not in sft, question
+        assert question not in pretrain, question
+    arithmetic = [r["question"] for r in _jsonl(tiny / "qa_test.jsonl") if r["kind"] == "arithmetic"]
+    assert not [q for q in arithmetic if q in sft]
+
+
+def test_template_sets_are_disjoint():
+    from lmforge.world.phrasing import LANGS, SETS, TEMPLATES, templates
+
+    for relation in TEMPLATES:
+        for lang in LANGS:
+            seen = [t for s in SETS for t in templates(relation, s, lang)]
+            assert len(seen) == len(set(seen)), (relation, lang)
+            assert len(templates(relation, "pretrain", lang) + templates(relation, "faq", lang)) >= (
+                6 if lang == "en" else 4)
+            assert len(templates(relation, "train", lang)) >= 2
+
+
+def test_document_facts_stay_in_the_documents(tiny):
+    rag = _jsonl(tiny / "docs/rag_qa.jsonl")
+    docs = {d["id"]: d for d in _jsonl(tiny / "docs/documents.jsonl")}
+    secrets = {r["answer"] for r in rag}
+    assert len(secrets) == SIZES["tiny"].cities + SIZES["tiny"].companies
+    for record in rag:
+        assert record["answer"] in docs[record["doc_id"]]["text"]
+    elsewhere = {name: data.decode("utf-8") for name, data in _files(tiny).items() if not name.startswith("docs/")}
+    for secret in secrets:
+        for name, text in elsewhere.items():
+            assert secret not in text, (secret, name)
+
+
+def test_chinese_everywhere_it_should_be(tiny):
+    passages = [r["text"] for r in _jsonl(tiny / "pretrain.jsonl")]
+    chinese = sum(bool(CJK.search(p)) for p in passages)
+    assert 0.25 <= chinese / len(passages) <= 0.5
+    assert CJK.search(_sft_text(tiny))
+    assert any(CJK.search(row[0]) for row in _csv(tiny / "mc/test/world_test.csv"))
+    assert {r["lang"] for r in _jsonl(tiny / "qa_test.jsonl")} == {"en", "zh"}
+
+
+def test_sft_arithmetic_working_is_correct(tiny):
+    worked = [r["messages"][1]["content"] for r in _jsonl(tiny / "sft_train.jsonl")
+              if EQUATION.search(r["messages"][1]["content"])]
+    assert len(worked) == SIZES["tiny"].arithmetic_train
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "×": lambda a, b: a * b}
+    for text in worked:
+        equations = EQUATION.findall(text)
+        for a, op, b, result in equations:
+            assert ops[op](int(a), int(b)) == int(result), text
+        assert FINAL.search(text).group(1) == equations[-1][3], text
+
+
+def test_arithmetic_test_answers_are_correct(tiny, truth):
+    questions = {r["id"]: r for r in _jsonl(tiny / "qa_test.jsonl") if r["kind"] == "arithmetic"}
+    assert len(questions) == SIZES["tiny"].arithmetic_test
+    for item in truth["arithmetic_test"]:
+        assert str(eval(item["expression"], {"__builtins__": {}})) == item["answer"]  # noqa: S307
+        record = questions[item["id"]]
+        assert record["answer"] == item["answer"]
+        numbers = re.findall(r"\d+", item["expression"])
+        assert re.findall(r"\d+", record["question"]) == numbers
+
+
+def test_seen_in_sft_flags_are_accurate(tiny, truth):
+    asked: dict[str, set[str]] = {}
+    for record in _jsonl(tiny / "sft_train.jsonl"):
+        question, answer = (m["content"] for m in record["messages"])
+        asked.setdefault(answer, set()).add(question)
+    train = truth["templates"]["train"]
+    facts = {f["id"]: f for f in truth["facts"]}
+    covered = 0
+    for fact in truth["facts"]:
+        phrasings = [t.format(s=fact["entity"]) for lang in train for t in train[lang][fact["relation"]]]
+        hits = [q for q in phrasings if q in asked.get(fact["value"], set())]
+        assert hits == (phrasings if fact["seen_in_sft"] else []), fact
+        assert len(phrasings) >= 2
+        covered += fact["seen_in_sft"]
+    assert 0.7 <= covered / len(facts) <= 0.8
+    for record in _jsonl(tiny / "qa_test.jsonl"):
+        if record["kind"] == "fact":
+            assert record["seen_in_sft"] == facts[record["id"].rsplit("-", 1)[0]]["seen_in_sft"]
+
+
+def test_preference_pairs(tiny, truth):
+    pairs = _jsonl(tiny / "preference.jsonl")
+    assert {p["rule"] for p in pairs} == {"rambling", "repetitive", "wrong"}
+    for pair in pairs:
+        assert pair["chosen"] != pair["rejected"]
+        if pair["rule"] == "rambling":
+            assert len(pair["rejected"]) > len(pair["chosen"])
+    fact_answers = {f["value"] for f in truth["facts"]}
+    named_kinds = {r["value"] for r in truth["relations"].values()} - {"number"}
+    plausible = fact_answers.union(*(_values_of_kind(truth, kind) for kind in named_kinds))
+    for pair in pairs:
+        if pair["rule"] == "wrong" and pair["chosen"] in fact_answers:
+            assert pair["rejected"] in plausible or pair["rejected"].isdigit(), pair
+
+
+def test_demo_size_numbers(tmp_path):
+    counts = synth_world(0, tmp_path, "demo")
+    characters = len(_pretrain_text(tmp_path))
+    mc_rows = counts["mc/dev/world_dev.csv"] + counts["mc/test/world_test.csv"]
+    print(f"\ndemo world: {characters} pretraining characters, {counts['world.json']} facts, {mc_rows} MC rows")
+    assert 250 <= counts["world.json"] <= 450
+    assert 250_000 <= characters <= 700_000
+    assert mc_rows == counts["world.json"]
