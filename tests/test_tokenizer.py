@@ -29,3 +29,4 @@ def test_train_command_saves_a_standard_tokenizer_with_template(tmp_path, text_f
     rendered = loaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert (out / "config.yaml").exists() and not (tmp_path / "tokenizer.partial").exists()
+    assert str(text_file) in (out / "README.md").read_text()

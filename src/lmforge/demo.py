@@ -14,8 +14,6 @@ from lmforge.config import Section
 
 log = logging.getLogger("lmforge.demo")
 
-SAMPLE_QUESTIONS = 3
-
 
 class DemoConfig(Section):
     output_dir: str = Field("runs/demo", description="folder for the demo's runs and report")
@@ -71,21 +69,28 @@ def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, overrides: 
 
 def evaluate_stage(model_dir: Path, world: Path, limit: int = 0) -> dict:
     """World multiple-choice accuracy, QA exact match and a few sample replies for one stage's model."""
-    from lmforge.eval.tasks import evaluate_choices, evaluate_qa, read_mmlu_csv, read_qa_jsonl
+    from lmforge.eval.tasks import correct_share, evaluate_choices, evaluate_qa, read_mmlu_csv, read_qa_jsonl
     from lmforge.models import load_for_inference
+    from lmforge.world import MC_PROMPT
 
     model, tokenizer = load_for_inference(model_dir)
     choices = read_mmlu_csv(world / "mc" / "test" / "world_test.csv")
     qa = read_qa_jsonl(world / "qa_test.jsonl")
     if limit:
         choices, qa = choices[:limit], qa[:limit]
-    mc_result = evaluate_choices(model, tokenizer, choices)
+    mc_result = evaluate_choices(model, tokenizer, choices, prompt=MC_PROMPT)
     qa_result = evaluate_qa(model, tokenizer, qa)
     (model_dir / "demo_eval.json").write_text(
         json.dumps({"world_mc": mc_result, "qa": qa_result}, ensure_ascii=False, indent=1), encoding="utf-8"
     )
-    row = {"world_mc_acc": mc_result["acc"], "qa_exact_match": qa_result["exact_match"]}
-    row.update({k: v for k, v in qa_result.items() if k.startswith("exact_match_")})
+    facts = [s for s in qa_result["samples"] if s["kind"] == "fact"]
+    row = {
+        "world_mc_acc": mc_result["acc"],
+        "qa_exact_match": correct_share([s for s in facts if s["phrasing"] == "train"]),
+        "qa_em_new_phrasing": correct_share([s for s in facts if s["phrasing"] == "new" and s["seen_in_sft"]]),
+        "qa_em_unseen_facts": correct_share([s for s in facts if not s["seen_in_sft"]]),
+        "arithmetic_exact_match": correct_share([s for s in qa_result["samples"] if s["kind"] == "arithmetic"]),
+    }
     row["samples"] = [(s["question"], s["reply"]) for s in _sample_questions(qa_result["samples"])]
     log.info("demo: %s -> %s", model_dir.name, {k: v for k, v in row.items() if k != "samples"})
     return row
@@ -93,12 +98,18 @@ def evaluate_stage(model_dir: Path, world: Path, limit: int = 0) -> dict:
 
 def _sample_questions(samples: list[dict]) -> list[dict]:
     """One English fact, one Chinese fact and one arithmetic question, when present."""
-    picks = []
-    for want in ({"lang": "en", "kind": "fact"}, {"lang": "zh", "kind": "fact"}, {"kind": "arithmetic"}):
-        match = next((s for s in samples if all(s.get(k) == v for k, v in want.items())), None)
-        if match is not None:
-            picks.append(match)
-    return picks[:SAMPLE_QUESTIONS]
+    wanted = ({"lang": "en", "kind": "fact"}, {"lang": "zh", "kind": "fact"}, {"kind": "arithmetic"})
+    picks = [next((s for s in samples if all(s.get(k) == v for k, v in want.items())), None) for want in wanted]
+    return [pick for pick in picks if pick is not None]
+
+
+METRIC_NOTES = {
+    "world_mc_acc": "4-way multiple choice on every world fact, held-out wording, by answer log-likelihood (chance 25%)",
+    "qa_exact_match": "greedy chat answers to held-out questions about facts covered by SFT, exact match",
+    "qa_em_new_phrasing": "the same facts asked in a wording that no training file uses",
+    "qa_em_unseen_facts": "facts only the pretraining corpus states (no SFT question about them)",
+    "arithmetic_exact_match": "new word problems, final number after 'The answer is' / '答案是'",
+}
 
 
 def write_report(path: Path, rows: dict[str, dict], runs: dict[str, Path], seconds: float) -> None:
@@ -108,12 +119,13 @@ def write_report(path: Path, rows: dict[str, dict], runs: dict[str, Path], secon
     lines = [
         "# lmforge demo report",
         "",
-        f"Whole lifecycle on the toy world in {seconds / 60:.1f} minutes. Chance on the 4-way multiple choice is 25%.",
+        f"The whole lifecycle on the toy world took {seconds / 60:.1f} minutes.",
         "",
         "| stage | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
-    lines += [f"| {stage} | " + " | ".join(f"{row.get(m, 0):.1%}" for m in metrics) + " |" for stage, row in rows.items()]
+    lines += [f"| {stage} | " + " | ".join(f"{row[m]:.1%}" for m in metrics) + " |" for stage, row in rows.items()]
+    lines += ["", *[f"- `{m}`: {METRIC_NOTES[m]}" for m in metrics]]
     for stage, run_dir in runs.items():
         lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in rows[stage]["samples"]]

@@ -107,7 +107,7 @@ def model_card(stage: str, parent: str, data_files: Iterable[Path], metrics: dic
     lines += [f"| {path} | `{sha256_file(path)}` |" for path in data_files]
     lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {_fmt(value)} |" for key, value in metrics.items()]
-    lines += ["", "Load it with `AutoModelForCausalLM.from_pretrained(<this folder>)`.", ""]
+    lines += ["", "Load it with transformers: `Auto*.from_pretrained(<this folder>)`.", ""]
     return "\n".join(lines)
 
 

@@ -74,22 +74,26 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
 
 
 def train_tokenizer(cfg: TokenizerConfig, overwrite: bool = False) -> Path:
-    from lmforge.runs import Run
+    from lmforge.data import expand_paths
+    from lmforge.runs import Run, atomic_write_text, model_card
     from lmforge.templates import resolve_template
 
     run = Run(cfg.output_dir, cfg.name, overwrite).start(cfg)
-    texts = [text for record in _records(cfg.data) for text in record_texts(record)]
+    files = expand_paths(cfg.data)
+    texts = [text for record in _records(files) for text in record_texts(record)]
     tokenizer = train_bpe(texts, cfg.vocab_size, cfg.min_frequency)
     tokenizer.chat_template = resolve_template(tokenizer, cfg.template)
     tokenizer.save_pretrained(run.dir)
-    run.log_metrics({"vocab_size": len(tokenizer), "texts": len(texts)})
+    metrics = {"vocab_size": len(tokenizer), "texts": len(texts)}
+    run.log_metrics(metrics)
+    atomic_write_text(run.dir / "README.md", model_card("tokenizer", "none (byte-level BPE)", files, metrics, cfg.template))
     log.info("trained a %d-token byte-level BPE on %d texts", len(tokenizer), len(texts))
     return run.finish()
 
 
-def _records(paths: list[str]) -> Iterator[dict]:
-    from lmforge.data import expand_paths, load_records
+def _records(files: list[Path]) -> Iterator[dict]:
+    from lmforge.data import load_records
     from lmforge.train.data import detect_format
 
-    for path in expand_paths(paths):
+    for path in files:
         yield from load_records([path], detect_format(path, default="text")).records

@@ -205,14 +205,17 @@ def test_seen_in_sft_flags_are_accurate(tiny, truth):
     covered = 0
     for fact in truth["facts"]:
         phrasings = [t.format(s=fact["entity"]) for lang in train for t in train[lang][fact["relation"]]]
-        hits = [q for q in phrasings if q in asked.get(fact["value"], set())]
-        assert hits == (phrasings if fact["seen_in_sft"] else []), fact
+        hits = [q for q in phrasings if any(q in framed for framed in asked.get(fact["value"], set()))]
+        expected = len(phrasings) - len(train) if fact["seen_in_sft"] else 0  # one held out per language
+        assert len(hits) == expected, fact
         assert len(phrasings) >= 2
         covered += fact["seen_in_sft"]
     assert 0.7 <= covered / len(facts) <= 0.8
-    for record in _jsonl(tiny / "qa_test.jsonl"):
-        if record["kind"] == "fact":
-            assert record["seen_in_sft"] == facts[record["id"].rsplit("-", 1)[0]]["seen_in_sft"]
+    fact_questions = [r for r in _jsonl(tiny / "qa_test.jsonl") if r["kind"] == "fact"]
+    for record in fact_questions:
+        assert record["seen_in_sft"] == facts[record["id"].split("-")[0]]["seen_in_sft"]
+    held_out = [r for r in fact_questions if r["phrasing"] == "train"]
+    assert len(held_out) == len(train) * covered and all(r["seen_in_sft"] for r in held_out)
 
 
 def test_preference_pairs(tiny, truth):
@@ -235,6 +238,6 @@ def test_demo_size_numbers(tmp_path):
     characters = len(_pretrain_text(tmp_path))
     mc_rows = counts["mc/dev/world_dev.csv"] + counts["mc/test/world_test.csv"]
     print(f"\ndemo world: {characters} pretraining characters, {counts['world.json']} facts, {mc_rows} MC rows")
-    assert 250 <= counts["world.json"] <= 450
-    assert 250_000 <= characters <= 700_000
+    assert 120 <= counts["world.json"] <= 200
+    assert 200_000 <= characters <= 400_000
     assert mc_rows == counts["world.json"]

@@ -32,16 +32,17 @@ def read_mmlu_csv(path: str | Path) -> list[ChoiceItem]:
     return items
 
 
-def cloze_prompt(question: str) -> str:
-    return f"Question: {question}\nAnswer:"
+CLOZE_PROMPT = "Question: {question}\nAnswer:"
 
 
-def evaluate_choices(model, tokenizer, items: list[ChoiceItem], batch_size: int = 32) -> dict:
+def evaluate_choices(
+    model, tokenizer, items: list[ChoiceItem], prompt: str = CLOZE_PROMPT, batch_size: int = 32
+) -> dict:
     """Pick the choice whose text is most likely after the question (no letters: works for base models)."""
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    requests = [(encode(cloze_prompt(item.question)), encode(" " + choice)) for item in items for choice in item.choices]
+    requests = [(encode(prompt.format(question=item.question)), encode(" " + choice)) for item in items for choice in item.choices]
     scores = loglikelihoods(model, tokenizer.pad_token_id, requests, batch_size)
     samples = []
     for i, item in enumerate(items):
@@ -79,11 +80,11 @@ def evaluate_qa(model, tokenizer, items: list[dict], max_new_tokens: int = 64, b
         {**item, "reply": reply, "correct": exact_match(reply, item["answer"], item.get("kind") == "arithmetic")}
         for item, reply in zip(items, replies)
     ]
-    result = {"exact_match": _share(samples), "n": len(samples), "samples": samples}
+    result = {"exact_match": correct_share(samples), "n": len(samples), "samples": samples}
     for kind in sorted({s.get("kind", "all") for s in samples}):
-        result[f"exact_match_{kind}"] = _share([s for s in samples if s.get("kind", "all") == kind])
+        result[f"exact_match_{kind}"] = correct_share([s for s in samples if s.get("kind", "all") == kind])
     return result
 
 
-def _share(samples: list[dict]) -> float:
+def correct_share(samples: list[dict]) -> float:
     return sum(s["correct"] for s in samples) / max(1, len(samples))

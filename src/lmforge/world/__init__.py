@@ -16,7 +16,10 @@ from .tasks import mc_rows, preference_records, qa_test_records, sft_records
 from .truth import ground_truth, readme
 from .writers import write_csv, write_json, write_jsonl, write_text
 
-__all__ = ["SIZES", "WorldSize", "synth_world"]
+__all__ = ["MC_PROMPT", "SIZES", "WorldSize", "synth_world"]
+
+# The world's own question-and-answer style (its FAQ lines), used to score the multiple-choice benchmark.
+MC_PROMPT = "Q: {question} A:"
 
 PREFERENCE_ARITHMETIC_SHARE = 4  # one arithmetic preference pair per this many training problems
 

@@ -1,8 +1,10 @@
 """Encyclopedia-style pretraining passages about every entity, in English and Chinese.
 
-A passage opens with an infobox line, restates all of its entity's facts in random order and
-wording, says which other entities point to it, summarises entities it points to, and ends with
-FAQ lines, so that a tiny model sees every fact many times in many phrasings.
+Each passage states its entity's facts once each, in random order and wording (statement or Q&A line), then
+facts of the entities that point to it and of the entities it points to. No fact is repeated inside a passage:
+a repeated fact could be copied from the context, and the model would never have to store it in its weights,
+which is what later knowledge questions need. Many differently worded passages per entity supply the
+repetition instead.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import random
 
 from .entities import Entity, Fact, World
-from .phrasing import FAQ_HEADING, infobox, state
+from .phrasing import state
 
 ENGLISH_SHARE = 0.6
-FAQ_LINES = 4
-FACTS_PER_RELATED_ENTITY = 4
+FAQ_SHARE = 0.3
+FACTS_PER_RELATED_ENTITY = 2
 
 
 def pretrain_passages(world: World, rng: random.Random, per_entity: int) -> list[str]:
@@ -36,14 +38,12 @@ def _passage(world: World, entity: Entity, lang: str, rng: random.Random) -> str
     own = _shuffled(rng, world.facts_about(entity.name))
     mentions = _shuffled(rng, world.facts_pointing_to(entity.name))
     joiner = " " if lang == "en" else ""
-    faq = [state(f, lang, rng, "faq") for f in rng.sample(own, min(FAQ_LINES, len(own)))]
-    blocks = [entity.name,
-              infobox(entity.name, _shuffled(rng, own), lang),
-              joiner.join(state(f, lang, rng) for f in own),
-              joiner.join(state(f, lang, rng) for f in mentions),
-              joiner.join(state(f, lang, rng) for f in _related_facts(world, own, rng)),
-              FAQ_HEADING[lang], *faq]
-    return "\n".join(block for block in blocks if block)
+    blocks = [own, mentions, _related_facts(world, own, rng)]
+    return "\n".join(joiner.join(_phrase(f, lang, rng) for f in block) for block in blocks if block)
+
+
+def _phrase(fact: Fact, lang: str, rng: random.Random) -> str:
+    return state(fact, lang, rng, "faq" if rng.random() < FAQ_SHARE else "pretrain")
 
 
 def _related_facts(world: World, own: list[Fact], rng: random.Random) -> list[Fact]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 class WorldSize:
     """How many entities of each kind a world holds, and how much text is written about them."""
 
-    people: int = 24
-    cities: int = 10
-    rivers: int = 5
-    companies: int = 8
-    passages_per_entity: int = 8  # pretraining passages per entity (mix of English and Chinese)
-    arithmetic_train: int = 400
+    people: int = 12
+    cities: int = 6
+    rivers: int = 3
+    companies: int = 5
+    passages_per_entity: int = 24  # pretraining passages per entity (mix of English and Chinese)
+    arithmetic_train: int = 200
     arithmetic_test: int = 60
 
     def __post_init__(self):

@@ -6,7 +6,7 @@ import random
 
 from .arithmetic import FINAL_SENTENCE, Problem
 from .entities import ENUMS, NUMBER_RANGES, Fact, World
-from .phrasing import ANSWER_SENTENCE, FILLERS, LANGS, ask, templates
+from .phrasing import ANSWER_SENTENCE, FILLERS, LANGS, QUESTION_FRAMES, ask, templates
 
 LETTERS = "ABCD"
 MC_DEV_ROWS = 5
@@ -14,23 +14,37 @@ REJECTION_RULES = ("rambling", "repetitive", "wrong")
 
 
 def sft_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
-    """Every covered fact in every "train" phrasing (two per language), plus worked arithmetic."""
-    records = [_chat(template.format(s=fact.entity), fact.value)
-               for fact in world.facts if fact.in_sft
-               for lang in LANGS for template in templates(fact.relation, "train", lang)]
+    """Every covered fact in every "train" phrasing but its held-out one, each in a random framing, plus
+    worked arithmetic."""
+    records = [_chat(rng.choice(QUESTION_FRAMES[lang]).format(q=template.format(s=fact.entity)), fact.value)
+               for index, fact in enumerate(world.facts) if fact.in_sft for lang in LANGS
+               for template in templates(fact.relation, "train", lang) if template != _held_out(fact, index, lang)]
     records += [_chat(p.question, p.working) for p in problems]
     rng.shuffle(records)
     return records
 
 
 def qa_test_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
-    """One held-out question per fact and language, then new arithmetic problems."""
-    records = [{"id": f"{fact.id}-{lang}", "question": ask(fact, lang, rng, "test"), "answer": fact.value,
-                "lang": lang, "kind": "fact", "seen_in_sft": fact.in_sft}
-               for fact in world.facts for lang in LANGS]
+    """Per fact and language: the held-out "train" phrasing of each covered fact (a question from the SFT
+    distribution that SFT never saw), and a question in a phrasing no training file uses; then new arithmetic."""
+    records = [_qa_record(fact, lang, _held_out(fact, index, lang).format(s=fact.entity), "train")
+               for index, fact in enumerate(world.facts) if fact.in_sft for lang in LANGS]
+    records += [_qa_record(fact, lang, ask(fact, lang, rng, "test"), "new")
+                for fact in world.facts for lang in LANGS]
     records += [{"id": p.id, "question": p.question, "answer": str(p.answer), "lang": p.lang,
-                 "kind": "arithmetic", "seen_in_sft": False} for p in problems]
+                 "kind": "arithmetic", "seen_in_sft": False, "phrasing": "new"} for p in problems]
     return records
+
+
+def _held_out(fact: Fact, index: int, lang: str) -> str:
+    """The one "train" template kept out of SFT for this fact, rotating so every template is held out somewhere."""
+    family = templates(fact.relation, "train", lang)
+    return family[index % len(family)]
+
+
+def _qa_record(fact: Fact, lang: str, question: str, phrasing: str) -> dict:
+    return {"id": f"{fact.id}-{lang}-{phrasing}", "question": question, "answer": fact.value, "lang": lang,
+            "kind": "fact", "seen_in_sft": fact.in_sft, "phrasing": phrasing}
 
 
 def mc_rows(world: World, rng: random.Random) -> tuple[list[list[str]], list[list[str]]]:
