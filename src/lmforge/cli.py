@@ -55,10 +55,11 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 def cmd_synth_world(args: argparse.Namespace) -> None:
     from lmforge.world import synth_world
+    from lmforge.world.config import SynthWorldConfig
 
-    counts = synth_world(args.seed, args.out, args.size)
-    for name, count in counts.items():
-        print(f"{count:8d}  {Path(args.out) / name}")
+    cfg = schema_from_args(SynthWorldConfig, args)
+    for name, count in synth_world(cfg.seed, cfg.out, cfg.size).items():
+        print(f"{count:8d}  {Path(cfg.out) / name}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.demo import DemoConfig
     from lmforge.generate import GenerateConfig
     from lmforge.tokenizer import TokenizerConfig
+    from lmforge.world.config import SynthWorldConfig
 
     parser = argparse.ArgumentParser(prog="lmforge", description="Pretrain, fine-tune, align, evaluate and serve LMs.")
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     formatter = argparse.RawDescriptionHelpFormatter
 
-    train = verbs.add_parser("train", help="run a training stage from a recipe", epilog=_train_epilog(), formatter_class=formatter)
+    train = verbs.add_parser(
+        "train", help="run a training stage from a recipe", epilog=_train_epilog(), formatter_class=formatter
+    )
     train.add_argument("recipe", help="recipe YAML file, or a shipped recipe name (e.g. demo-sft)")
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
@@ -102,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = verbs.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
     world = data.add_parser("synth-world", help="write the deterministic bilingual toy world")
-    world.add_argument("--seed", type=int, default=0, help="world seed; the same seed gives identical files")
-    world.add_argument("--out", required=True, help="output folder")
-    world.add_argument("--size", default="demo", choices=["tiny", "demo"], help="world size (default: demo)")
+    add_schema_flags(world, SynthWorldConfig)
     world.set_defaults(func=cmd_synth_world)
 
     demo = verbs.add_parser("demo", help="the whole lifecycle on the toy world, with a report")
@@ -116,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import operator
 import re
 from pathlib import Path
 
@@ -188,11 +190,20 @@ def test_arithmetic_test_answers_are_correct(tiny, truth):
     questions = {r["id"]: r for r in _jsonl(tiny / "qa_test.jsonl") if r["kind"] == "arithmetic"}
     assert len(questions) == SIZES["tiny"].arithmetic_test
     for item in truth["arithmetic_test"]:
-        assert str(eval(item["expression"], {"__builtins__": {}})) == item["answer"]  # noqa: S307
+        assert str(_evaluate(ast.parse(item["expression"], mode="eval").body)) == item["answer"]
         record = questions[item["id"]]
         assert record["answer"] == item["answer"]
         numbers = re.findall(r"\d+", item["expression"])
         assert re.findall(r"\d+", record["question"]) == numbers
+
+
+def _evaluate(node: ast.AST) -> int:
+    """Integer arithmetic from a parsed expression, without eval."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    operations = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+    assert isinstance(node, ast.BinOp) and type(node.op) in operations, ast.dump(node)
+    return operations[type(node.op)](_evaluate(node.left), _evaluate(node.right))
 
 
 def test_seen_in_sft_flags_are_accurate(tiny, truth):

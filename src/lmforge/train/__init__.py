@@ -27,10 +27,12 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     if recipe.stage == "sft":
         preflight(tokenizer, template, stop_ids)
     train_set = prepare(recipe.data.train, recipe.stage, recipe.data, tokenizer, template, recipe.packing)
-    eval_set = prepare(recipe.data.eval, recipe.stage, recipe.data, tokenizer, template, recipe.packing) if recipe.data.eval else None
+    eval_rows = None
+    if recipe.data.eval:
+        eval_rows = prepare(recipe.data.eval, recipe.stage, recipe.data, tokenizer, template, recipe.packing).rows
     log.info("data: %s", train_set.stats)
     run.log_metrics({"data": train_set.stats, "skipped_records": train_set.skipped_records})
-    final = fit(model, tokenizer, recipe, run, train_set.rows, eval_set.rows if eval_set else None)
+    final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows)
     save_model(model, tokenizer, run.dir, stop_ids)
     plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
     parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
