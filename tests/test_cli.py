@@ -43,3 +43,23 @@ def test_unknown_recipe_lists_the_shipped_ones(capsys):
 @pytest.mark.parametrize("verb", ["train", "generate", "demo", "data synth-world", "tokenizer train"])
 def test_every_verb_has_help(verb):
     assert run_cli(*verb.split(), "--help").returncode == 0
+
+
+def test_synth_world_is_deterministic_and_never_replaced_unasked(tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert main(["data", "synth-world", "--seed", "3", "--size", "tiny", "--out", str(first)]) == 0
+    assert main(["data", "synth-world", "--seed", "3", "--size", "tiny", "--out", str(second)]) == 0
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files and all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
+    assert main(["data", "synth-world", "--seed", "4", "--size", "tiny", "--out", str(first)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["data", "synth-world", "--seed", "4", "--size", "tiny", "--out", str(first), "--overwrite"]) == 0
+    assert (first / "world.json").read_bytes() != (second / "world.json").read_bytes()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_bad_override_value_is_a_config_error(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("stage: sft\nname: r\nmodel: {path: m}\ndata: {train: d}\n")
+    assert main(["train", str(recipe), "data.train=[a,"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err

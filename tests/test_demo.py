@@ -17,7 +17,7 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
         run = report.parent / stage
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
         assert losses[-1] < losses[0]
-        evaluation = json.loads((run / "demo_eval.json").read_text(encoding="utf-8"))
+        evaluation = json.loads((report.parent / f"{stage}_eval.json").read_text(encoding="utf-8"))
         assert evaluation["world_mc"]["n"] == 12 and evaluation["qa"]["n"] == 12
         assert f"({stage}/loss.png)" in text and (run / "loss.png").exists()
     with pytest.raises(FileExistsError, match="--overwrite"):

@@ -48,3 +48,24 @@ def test_only_safetensors_weights_load(tmp_path, tokenizer):
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(OSError):
         load_model(ModelConfig(path=str(tmp_path)))
+
+
+def test_config_choices_match_what_is_implemented():
+    import typing
+
+    from lmforge.templates import BUILTIN_TEMPLATES
+    from lmforge.train.config import Preset, Template
+
+    assert set(typing.get_args(Preset)) == set(PRESET_SHAPES)
+    assert set(typing.get_args(Template)) == {"auto", *BUILTIN_TEMPLATES}
+
+
+def test_training_keeps_fp32_weights_and_autocasts_to_the_requested_dtype(tokenizer_dir):
+    from lmforge.models import mixed_precision
+
+    cfg = ModelConfig(preset="nano", tokenizer=str(tokenizer_dir), dtype="bfloat16", device="cpu")
+    model, _ = load_model(cfg, for_training=True)
+    assert next(model.parameters()).dtype == torch.float32
+    assert mixed_precision(cfg, torch.device("cpu")) == {"bf16": True, "fp16": False}
+    inference, _ = load_model(cfg)
+    assert next(inference.parameters()).dtype == torch.bfloat16

@@ -3,7 +3,6 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from lmforge.tokenizer import SPECIAL_TOKENS, TokenizerConfig, train_tokenizer
-from conftest import write_jsonl
 
 utf8_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
 
@@ -24,7 +23,7 @@ def test_train_command_saves_a_standard_tokenizer_with_template(tmp_path, text_f
     cfg = TokenizerConfig(data=[str(text_file), str(chat_file)], output_dir=str(tmp_path), vocab_size=320)
     out = train_tokenizer(cfg)
     loaded = AutoTokenizer.from_pretrained(out)
-    assert len(loaded) >= 320
+    assert 300 <= len(loaded) <= 320  # special tokens and tool tags included
     assert loaded.eos_token == "<|endoftext|>"
     rendered = loaded.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

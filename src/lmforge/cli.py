@@ -54,11 +54,11 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def cmd_synth_world(args: argparse.Namespace) -> None:
-    from lmforge.world import synth_world
+    from lmforge.world import write_world
     from lmforge.world.config import SynthWorldConfig
 
     cfg = schema_from_args(SynthWorldConfig, args)
-    for name, count in synth_world(cfg.seed, cfg.out, cfg.size).items():
+    for name, count in write_world(cfg.seed, cfg.out, cfg.size, overwrite=args.overwrite).items():
         print(f"{count:8d}  {Path(cfg.out) / name}")
 
 
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = verbs.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
     world = data.add_parser("synth-world", help="write the deterministic bilingual toy world")
     add_schema_flags(world, SynthWorldConfig)
+    world.add_argument("--overwrite", action="store_true", help="replace an existing world folder")
     world.set_defaults(func=cmd_synth_world)
 
     demo = verbs.add_parser("demo", help="the whole lifecycle on the toy world, with a report")
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (ConfigError, OSError, ValueError) as err:
         if args.verbose:
             raise
         print(f"lmforge {args.verb}: error: {err}", file=sys.stderr)

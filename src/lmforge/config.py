@@ -28,10 +28,6 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-def section_fields(model: type[BaseModel]) -> dict[str, Any]:
-    return dict(model.model_fields)
-
-
 def nested_section(annotation: Any) -> type[Section] | None:
     """The Section class inside an annotation such as `ModelConfig` or `ModelConfig | None`."""
     candidates = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
@@ -47,7 +43,7 @@ def _is_union(annotation: Any) -> bool:
 
 def check_keys(data: dict, model: type[Section], where: str, prefix: str = "") -> None:
     """Fail on the first unknown key, naming it and the closest valid one."""
-    fields = section_fields(model)
+    fields = model.model_fields
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
@@ -72,7 +68,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}' has an empty key")
-    return key.split("."), yaml.safe_load(raw) if raw else ""
+    try:
+        return key.split("."), yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({err.problem})") from None
 
 
 def apply_override(data: dict, path: list[str], value: Any) -> None:
@@ -109,16 +108,17 @@ def build(model: type[Section], data: dict, where: str) -> Section:
         raise ConfigError(f"{where}: {problems}") from None
 
 
-def load(model: type[Section], recipe: str | Path | None = None, overrides: list[str] = ()) -> Section:
-    """Recipe file (optional) + overrides -> a validated config."""
+def load(
+    model: type[Section], recipe: str | Path | None = None, overrides: list[str] = (), updates: dict | None = None
+) -> Section:
+    """Recipe file (optional) + `key.sub=value` overrides + programmatic {dotted key: value} updates -> a config."""
     data = read_yaml(recipe) if recipe else {}
-    where = str(recipe) if recipe else "command line"
-    check_keys(data, model, where)
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    parsed += [(key.split("."), value) for key, value in (updates or {}).items()]
+    for path, value in parsed:
         check_keys(_nest(path, value), model, "command line")
         apply_override(data, path, value)
-    return build(model, data, where)
+    return build(model, data, str(recipe) if recipe else "command line")
 
 
 def _nest(path: list[str], value: Any) -> dict:
@@ -134,7 +134,7 @@ def dump_yaml(config: BaseModel) -> str:
 
 def iter_help(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(dotted key, type, default, description) for every leaf key, for `--help`."""
-    for name, field in section_fields(model).items():
+    for name, field in model.model_fields.items():
         sub = nested_section(field.annotation)
         if sub is not None:
             yield from iter_help(sub, prefix=f"{prefix}{name}.")

@@ -8,9 +8,12 @@ import logging
 import time
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field
 
 from lmforge.config import Section
+from lmforge.train.config import Preset
 
 log = logging.getLogger("lmforge.demo")
 
@@ -18,8 +21,8 @@ log = logging.getLogger("lmforge.demo")
 class DemoConfig(Section):
     output_dir: str = Field("runs/demo", description="folder for the demo's runs and report")
     seed: int = Field(0, description="toy-world and training seed")
-    world_size: str = Field("demo", description="toy-world size: tiny or demo")
-    preset: str = Field("micro", description="model preset trained from scratch")
+    world_size: Literal["tiny", "demo"] = Field("demo", description="toy-world size")
+    preset: Preset = Field("micro", description="model preset trained from scratch")
     vocab_size: int = Field(4096, description="tokenizer vocabulary size")
     pretrain_steps: int = Field(-1, description="pretraining steps (-1: the recipe's)")
     sft_steps: int = Field(-1, description="SFT steps (-1: the recipe's)")
@@ -28,7 +31,7 @@ class DemoConfig(Section):
 
 def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
-    from lmforge.world import synth_world
+    from lmforge.world import write_world
 
     out = Path(cfg.output_dir)
     report = out / "report.md"
@@ -36,41 +39,42 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
         raise FileExistsError(f"{report} already exists; pass --overwrite to run the demo again")
     started = time.time()
     world = out / "world"
-    synth_world(cfg.seed, world, cfg.world_size)
+    write_world(cfg.seed, world, cfg.world_size, overwrite=overwrite)
     tokenizer_dir = train_tokenizer(
         TokenizerConfig(data=[str(world / "pretrain.jsonl"), str(world / "sft_train.jsonl")],
                         output_dir=str(out), vocab_size=cfg.vocab_size),
         overwrite=overwrite,
     )
-    pretrain_dir = _train_stage("demo-pretrain", cfg, overwrite, [
-        f"model.preset={cfg.preset}", f"model.tokenizer={tokenizer_dir}", f"data.train={world / 'pretrain.jsonl'}",
-    ], cfg.pretrain_steps)
-    rows = {"pretrain": evaluate_stage(pretrain_dir, world, cfg.eval_limit)}
-    sft_dir = _train_stage("demo-sft", cfg, overwrite, [
-        f"model.path={pretrain_dir}", f"data.train={world / 'sft_train.jsonl'}",
-    ], cfg.sft_steps)
-    rows["sft"] = evaluate_stage(sft_dir, world, cfg.eval_limit)
+    pretrain_dir = _train_stage("demo-pretrain", cfg, overwrite, {
+        "model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir), "data.train": [str(world / "pretrain.jsonl")],
+    }, cfg.pretrain_steps)
+    rows = {"pretrain": evaluate_stage(pretrain_dir, world, out / "pretrain_eval.json", cfg.eval_limit)}
+    sft_dir = _train_stage("demo-sft", cfg, overwrite, {
+        "model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")],
+    }, cfg.sft_steps)
+    rows["sft"] = evaluate_stage(sft_dir, world, out / "sft_eval.json", cfg.eval_limit)
     write_report(report, rows, {"pretrain": pretrain_dir, "sft": sft_dir}, time.time() - started)
     return report
 
 
-def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, overrides: list[str], steps: int) -> Path:
+def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: dict, steps: int) -> Path:
     from lmforge.config import load, resolve_recipe
     from lmforge.train import train
     from lmforge.train.config import TrainRecipe
 
-    overrides = [f"output_dir={cfg.output_dir}", f"train.seed={cfg.seed}", *overrides]
+    updates = {"output_dir": cfg.output_dir, "train.seed": cfg.seed, **updates}
     if steps > 0:
-        overrides.append(f"train.max_steps={steps}")
-    recipe = load(TrainRecipe, resolve_recipe(recipe_name), overrides)
+        updates["train.max_steps"] = steps
+    recipe = load(TrainRecipe, resolve_recipe(recipe_name), updates=updates)
     log.info("demo: training stage %s", recipe.stage)
     return train(recipe, overwrite=overwrite)
 
 
-def evaluate_stage(model_dir: Path, world: Path, limit: int = 0) -> dict:
+def evaluate_stage(model_dir: Path, world: Path, out: Path, limit: int = 0) -> dict:
     """World multiple-choice accuracy, QA exact match and a few sample replies for one stage's model."""
     from lmforge.eval.tasks import correct_share, evaluate_choices, evaluate_qa, read_mmlu_csv, read_qa_jsonl
     from lmforge.models import load_for_inference
+    from lmforge.runs import atomic_write_text
     from lmforge.world import MC_PROMPT
 
     model, tokenizer = load_for_inference(model_dir)
@@ -80,9 +84,7 @@ def evaluate_stage(model_dir: Path, world: Path, limit: int = 0) -> dict:
         choices, qa = choices[:limit], qa[:limit]
     mc_result = evaluate_choices(model, tokenizer, choices, prompt=MC_PROMPT)
     qa_result = evaluate_qa(model, tokenizer, qa)
-    (model_dir / "demo_eval.json").write_text(
-        json.dumps({"world_mc": mc_result, "qa": qa_result}, ensure_ascii=False, indent=1), encoding="utf-8"
-    )
+    atomic_write_text(out, json.dumps({"world_mc": mc_result, "qa": qa_result}, ensure_ascii=False, indent=1))
     facts = [s for s in qa_result["samples"] if s["kind"] == "fact"]
     row = {
         "world_mc_acc": mc_result["acc"],

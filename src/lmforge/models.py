@@ -62,16 +62,17 @@ def build_from_preset(preset: str, tokenizer, max_length: int = 2048):
     return LlamaForCausalLM(config)
 
 
-def load_model(cfg: ModelConfig, seed: int = 42):
-    """The model and tokenizer a run starts from: a fresh preset or a local HF directory."""
+def load_model(cfg: ModelConfig, seed: int = 42, max_length: int = 2048, for_training: bool = False):
+    """The model and tokenizer a run starts from: a fresh preset or a local HF directory. Training keeps fp32
+    master weights and leaves half precision to autocast (see `mixed_precision`)."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code)
     device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
+    dtype = torch.float32 if for_training else pick_dtype(cfg.dtype, device)
     if cfg.preset:
         torch.manual_seed(seed)
-        model = build_from_preset(cfg.preset, tokenizer).to(dtype)
+        model = build_from_preset(cfg.preset, tokenizer, max_length).to(dtype)
     else:
         _require_local_dir(cfg.path, "model")
         model = AutoModelForCausalLM.from_pretrained(
@@ -85,6 +86,12 @@ def load_model(cfg: ModelConfig, seed: int = 42):
     model.config._attn_implementation = cfg.attn_implementation
     log.info("model: %s, %.2fM parameters, %s on %s", cfg.preset or cfg.path, count_parameters(model) / 1e6, dtype, device)
     return model.to(device), tokenizer
+
+
+def mixed_precision(cfg: ModelConfig, device: torch.device) -> dict[str, bool]:
+    """Trainer flags for the compute dtype the config resolves to on this device."""
+    dtype = pick_dtype(cfg.dtype, device)
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def load_for_inference(path: str | Path, device: str = "auto", trust_remote_code: bool = False):

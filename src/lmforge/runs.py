@@ -26,34 +26,60 @@ class RunExistsError(FileExistsError):
 class Run:
     def __init__(self, output_dir: str | Path, name: str, overwrite: bool = False):
         self.final = Path(output_dir) / name
-        self.dir = Path(output_dir) / f"{name}.partial"
+        self.dir = self.final.with_name(f"{name}.partial")
         self.overwrite = overwrite
         self._log_handler: logging.Handler | None = None
 
     def start(self, config: BaseModel) -> "Run":
-        if self.final.exists() and not self.overwrite:
-            raise RunExistsError(f"{self.final} already holds a finished run; pass --overwrite to replace it")
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        self.dir = fresh_partial(self.final, self.overwrite)
         (self.dir / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
         self._log_handler = attach_log_file(self.dir / "run.log")
         return self
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Detach the run's log file, also when the run failed."""
+        if self._log_handler is not None:
+            logging.getLogger("lmforge").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False) + "\n")
 
     def finish(self) -> Path:
-        if self._log_handler is not None:
-            logging.getLogger("lmforge").removeHandler(self._log_handler)
-            self._log_handler.close()
-        if self.final.exists():
-            stale = self.final.with_name(self.final.name + ".replaced")
-            self.final.rename(stale)
-            shutil.rmtree(stale)
-        self.dir.rename(self.final)
-        return self.final
+        self.close()
+        return publish(self.dir, self.final)
+
+
+def fresh_partial(final: Path, overwrite: bool) -> Path:
+    """An empty `<final>.partial` folder to work in, after refusing to replace finished output."""
+    if final.exists() and not overwrite:
+        raise RunExistsError(f"{final} already exists; pass --overwrite to replace it")
+    partial = final.with_name(final.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def publish(partial: Path, final: Path) -> Path:
+    """Make finished work visible in one rename, replacing an older version."""
+    stale = final.with_name(final.name + ".replaced")
+    if stale.exists():
+        shutil.rmtree(stale)
+    if final.exists():
+        final.rename(stale)
+    partial.rename(final)
+    if stale.exists():
+        shutil.rmtree(stale)
+    return final
 
 
 def attach_log_file(path: Path) -> logging.Handler:
@@ -61,7 +87,8 @@ def attach_log_file(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("lmforge")
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
     return handler
 
 

@@ -78,6 +78,13 @@ def resolve_template(tokenizer, name: str) -> str:
     return BUILTIN_TEMPLATES[name]
 
 
+def describe_template(name: str, tokenizer) -> str:
+    """How a run's template choice resolves, for its model card."""
+    if name != "auto":
+        return name
+    return "the tokenizer's own" if tokenizer.chat_template else "chatml (the tokenizer had none)"
+
+
 def render(tokenizer, messages: list[dict], template: str, add_generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(
         messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt

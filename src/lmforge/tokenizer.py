@@ -55,7 +55,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - len(TOOL_TAGS),
         min_frequency=min_frequency,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -78,22 +78,21 @@ def train_tokenizer(cfg: TokenizerConfig, overwrite: bool = False) -> Path:
     from lmforge.runs import Run, atomic_write_text, model_card
     from lmforge.templates import resolve_template
 
-    run = Run(cfg.output_dir, cfg.name, overwrite).start(cfg)
-    files = expand_paths(cfg.data)
-    texts = [text for record in _records(files) for text in record_texts(record)]
-    tokenizer = train_bpe(texts, cfg.vocab_size, cfg.min_frequency)
-    tokenizer.chat_template = resolve_template(tokenizer, cfg.template)
-    tokenizer.save_pretrained(run.dir)
-    metrics = {"vocab_size": len(tokenizer), "texts": len(texts)}
-    run.log_metrics(metrics)
-    atomic_write_text(run.dir / "README.md", model_card("tokenizer", "none (byte-level BPE)", files, metrics, cfg.template))
-    log.info("trained a %d-token byte-level BPE on %d texts", len(tokenizer), len(texts))
-    return run.finish()
+    with Run(cfg.output_dir, cfg.name, overwrite).start(cfg) as run:
+        files = expand_paths(cfg.data)
+        texts = [text for record in _records(files) for text in record_texts(record)]
+        tokenizer = train_bpe(texts, cfg.vocab_size, cfg.min_frequency)
+        tokenizer.chat_template = resolve_template(tokenizer, cfg.template)
+        tokenizer.save_pretrained(run.dir)
+        metrics = {"vocab_size": len(tokenizer), "texts": len(texts)}
+        run.log_metrics(metrics)
+        atomic_write_text(run.dir / "README.md", model_card("tokenizer", "none (byte-level BPE)", files, metrics, cfg.template))
+        log.info("trained a %d-token byte-level BPE on %d texts", len(tokenizer), len(texts))
+        return run.finish()
 
 
 def _records(files: list[Path]) -> Iterator[dict]:
-    from lmforge.data import load_records
-    from lmforge.train.data import detect_format
+    from lmforge.data import detect_schema, load_records
 
     for path in files:
-        yield from load_records([path], detect_format(path, default="text")).records
+        yield from load_records([path], detect_schema(path, default="text")).records

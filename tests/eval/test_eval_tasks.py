@@ -4,7 +4,7 @@ import torch
 from lmforge.data import DataError
 from lmforge.eval.metrics import exact_match, extract_number, normalize_answer
 from lmforge.eval.scoring import loglikelihoods
-from lmforge.eval.tasks import ChoiceItem, evaluate_choices, read_mmlu_csv, read_qa_jsonl
+from lmforge.eval.tasks import ChoiceItem, evaluate_choices, evaluate_qa, read_mmlu_csv, read_qa_jsonl
 from lmforge.models import build_from_preset
 
 
@@ -31,13 +31,29 @@ def test_batched_scores_equal_one_by_one_scores(model, tokenizer):
         assert score == pytest.approx(naive_score(model, context, continuation), abs=1e-4)
 
 
-def test_choice_accuracy_picks_the_highest_scoring_text(model, tokenizer):
-    items = [ChoiceItem("Where was Alda Vorn born?", ["Kelmar", "Oruna", "Tovin", "Brisco"], 0)] * 2
-    result = evaluate_choices(model, tokenizer, items)
-    assert result["n"] == 2
-    predicted = result["samples"][0]["prediction"]
-    assert result["samples"][0]["scores"][predicted] == max(result["samples"][0]["scores"])
-    assert result["acc"] == float(predicted == 0)
+def test_choice_accuracy_groups_scores_per_item(monkeypatch, tokenizer):
+    fixed = [-3.0, -1.0, -2.0, -9.0, -5.0, -4.0, -0.5, -7.0, -6.0]  # items of 4, 2 and 3 choices
+    monkeypatch.setattr("lmforge.eval.tasks.loglikelihoods", lambda model, pad, requests, batch: fixed[: len(requests)])
+    items = [ChoiceItem("q1", ["a", "b", "c", "d"], 1), ChoiceItem("q2", ["a", "b"], 0), ChoiceItem("q3", ["a", "b", "c"], 1)]
+    result = evaluate_choices(None, tokenizer, items)
+    assert [s["prediction"] for s in result["samples"]] == [1, 1, 0]
+    assert result["samples"][2]["scores"] == [-0.5, -7.0, -6.0]
+    assert result["acc"] == pytest.approx(1 / 3)
+
+
+def test_qa_exact_match_uses_numbers_for_arithmetic(monkeypatch, tokenizer):
+    replies = ["Kelmar.", "Oruna", "7 * 6 = 42. The answer is 42.", "The answer is 41."]
+    monkeypatch.setattr("lmforge.generate.chat_replies", lambda model, tok, conversations, **kw: replies)
+    items = [{"question": "q", "answer": "Kelmar", "kind": "fact"}, {"question": "q", "answer": "Tovin", "kind": "fact"},
+             {"question": "q", "answer": "42", "kind": "arithmetic"}, {"question": "q", "answer": "42", "kind": "arithmetic"}]
+    result = evaluate_qa(None, tokenizer, items)
+    assert [s["correct"] for s in result["samples"]] == [True, False, True, False]
+    assert result["exact_match"] == 0.5 and result["exact_match_fact"] == 0.5 and result["exact_match_arithmetic"] == 0.5
+
+
+def test_empty_context_is_refused(model, tokenizer):
+    with pytest.raises(ValueError, match="non-empty context"):
+        loglikelihoods(model, tokenizer.pad_token_id, [([], [5, 6])])
 
 
 def test_mmlu_csv_reader_and_its_errors(tmp_path):

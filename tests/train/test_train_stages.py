@@ -83,6 +83,6 @@ def test_bad_record_stops_with_file_and_line(tmp_path, tokenizer_dir, chat_file)
         train(recipe(tmp_path, args))
     assert not (tmp_path / "runs" / "bad").exists()
     skipping = train(recipe(tmp_path, [*args, "data.on_error=skip", "train.max_steps=1"]))
-    logged = [r for r in read_metrics(skipping) if "skipped_records" in r]
+    logged = [r["data"] for r in read_metrics(skipping) if "data" in r]
     assert logged[0]["skipped_records"] == 1
     assert json.loads((skipping / "config.json").read_text())["vocab_size"] > 0

@@ -74,3 +74,19 @@ def _report(loaded: Loaded, paths: str | Path | Sequence[str | Path]) -> None:
             loaded.skipped + len(loaded.records),
             first_error,
         )
+
+
+def detect_schema(path: Path, default: str) -> str:
+    """The schema a file's first readable record looks like: text, alpaca or messages."""
+    for raw in read_raw(Path(path)):
+        if raw.error:
+            continue
+        if isinstance(raw.value, str):
+            return "text"
+        keys = raw.value.keys() if isinstance(raw.value, dict) else ()
+        for key, schema in (("text", "text"), ("instruction", "alpaca"), ("messages", "messages"),
+                            ("conversations", "messages")):
+            if key in keys:
+                return schema
+        return default
+    return default

@@ -11,6 +11,8 @@ def loglikelihoods(
     model, pad_id: int, requests: Sequence[tuple[list[int], list[int]]], batch_size: int = 32
 ) -> list[float]:
     """Sum of log p(continuation | context) for each (context_ids, continuation_ids) pair."""
+    if any(not context or not continuation for context, continuation in requests):
+        raise ValueError("every request needs a non-empty context and continuation (prepend BOS to empty contexts)")
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
     scores = [0.0] * len(requests)
     for start in range(0, len(order), batch_size):

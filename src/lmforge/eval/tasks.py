@@ -43,14 +43,14 @@ def evaluate_choices(
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     requests = [(encode(prompt.format(question=item.question)), encode(" " + choice)) for item in items for choice in item.choices]
-    scores = loglikelihoods(model, tokenizer.pad_token_id, requests, batch_size)
+    scores = iter(loglikelihoods(model, tokenizer.pad_token_id, requests, batch_size))
     samples = []
-    for i, item in enumerate(items):
-        item_scores = scores[4 * i : 4 * i + 4]
-        predicted = max(range(4), key=item_scores.__getitem__)
-        samples.append({"question": item.question, "scores": item_scores, "prediction": predicted, "gold": item.answer})
-    accuracy = sum(s["prediction"] == s["gold"] for s in samples) / len(samples)
-    return {"acc": accuracy, "n": len(samples), "samples": samples}
+    for item in items:
+        item_scores = [next(scores) for _ in item.choices]
+        predicted = max(range(len(item_scores)), key=item_scores.__getitem__)
+        samples.append({"question": item.question, "scores": item_scores, "prediction": predicted, "gold": item.answer,
+                        "correct": predicted == item.answer})
+    return {"acc": correct_share(samples), "n": len(samples), "samples": samples}
 
 
 def read_qa_jsonl(path: str | Path) -> list[dict]:

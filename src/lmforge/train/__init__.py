@@ -15,30 +15,34 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     from lmforge.models import load_model, save_model
     from lmforge.plots import plot_metric
     from lmforge.runs import Run, atomic_write_text, model_card, read_metrics
-    from lmforge.templates import end_of_turn_ids, preflight, resolve_template
-    from lmforge.train.data import prepare
+    from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
     from lmforge.train.loop import fit
 
-    run = Run(recipe.output_dir, recipe.name, overwrite).start(recipe)
-    model, tokenizer = load_model(recipe.model, recipe.train.seed)
-    template = resolve_template(tokenizer, recipe.data.template)
-    tokenizer.chat_template = template
-    stop_ids = _stop_ids(tokenizer, end_of_turn_ids(tokenizer, template))
-    if recipe.stage == "sft":
-        preflight(tokenizer, template, stop_ids)
-    train_set = prepare(recipe.data.train, recipe.stage, recipe.data, tokenizer, template, recipe.packing)
-    eval_rows = None
-    if recipe.data.eval:
-        eval_rows = prepare(recipe.data.eval, recipe.stage, recipe.data, tokenizer, template, recipe.packing).rows
-    log.info("data: %s", train_set.stats)
-    run.log_metrics({"data": train_set.stats, "skipped_records": train_set.skipped_records})
-    final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows)
-    save_model(model, tokenizer, run.dir, stop_ids)
-    plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
-    parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
-    card = model_card(recipe.stage, parent, train_set.files, final, recipe.data.template)
-    atomic_write_text(run.dir / "README.md", card)
-    return run.finish()
+    with Run(recipe.output_dir, recipe.name, overwrite).start(recipe) as run:
+        model, tokenizer = load_model(recipe.model, recipe.train.seed, recipe.data.max_length, for_training=True)
+        template_label = describe_template(recipe.data.template, tokenizer)
+        tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
+        stop_ids = _stop_ids(tokenizer, end_of_turn_ids(tokenizer, tokenizer.chat_template))
+        if recipe.stage == "sft":
+            preflight(tokenizer, tokenizer.chat_template, stop_ids)
+        train_set = _prepare(recipe.data.train, recipe, tokenizer)
+        eval_rows = _prepare(recipe.data.eval, recipe, tokenizer).rows if recipe.data.eval else None
+        run.log_metrics({"data": train_set.stats})
+        final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows)
+        save_model(model, tokenizer, run.dir, stop_ids)
+        plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
+        parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
+        card = model_card(recipe.stage, parent, train_set.files, final, template_label)
+        atomic_write_text(run.dir / "README.md", card)
+        return run.finish()
+
+
+def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer):
+    from lmforge.train.data import prepare
+
+    prepared = prepare(paths, recipe.stage, recipe.data, tokenizer, tokenizer.chat_template, recipe.packing)
+    log.info("data %s: %s", paths, prepared.stats)
+    return prepared
 
 
 def _stop_ids(tokenizer, end_of_turn: list[int]) -> list[int]:

@@ -8,12 +8,12 @@ from pydantic import Field, model_validator
 
 from lmforge.config import Section
 
-PRESETS = ("nano", "micro", "mini", "small", "0.5b")
-TEMPLATES = ("auto", "chatml", "llama3", "qwen", "alpaca", "plain")
+Preset = Literal["nano", "micro", "mini", "small", "0.5b"]
+Template = Literal["auto", "chatml", "llama3", "qwen", "alpaca", "plain"]
 
 
 class ModelConfig(Section):
-    preset: Literal["nano", "micro", "mini", "small", "0.5b"] | None = Field(
+    preset: Preset | None = Field(
         None, description="build a new Llama-architecture model of this size from scratch"
     )
     path: str | None = Field(None, description="local Hugging Face model directory to start from")
@@ -48,7 +48,7 @@ class DataConfig(Section):
     packing: bool | None = Field(
         None, description="pack several examples per sequence, no attention across them (default: on for pretrain)"
     )
-    template: Literal["auto", "chatml", "llama3", "qwen", "alpaca", "plain"] = Field(
+    template: Template = Field(
         "auto", description="chat template; auto = the tokenizer's own, else chatml"
     )
     system: str | None = Field(None, description="system prompt added to conversations that have none")

@@ -6,32 +6,17 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmforge.data import DataError, expand_paths, load_records, read_raw
+from lmforge.data import DataError, detect_schema, expand_paths, load_records
 from lmforge.sequences import Row, chunk, has_targets, pack, truncate, unpacked
 from lmforge.templates import Encoded, encode_chat
 
 log = logging.getLogger("lmforge.train")
 
 
-def detect_format(path: Path, default: str) -> str:
-    """The schema a file's first record looks like: text, alpaca or messages."""
-    for raw in read_raw(path):
-        if isinstance(raw.value, str) or "text" in raw.value:
-            return "text"
-        if "instruction" in raw.value:
-            return "alpaca"
-        if "messages" in raw.value or "conversations" in raw.value:
-            return "messages"
-        return default
-    return default
-
-
 @dataclass
 class Prepared:
     rows: list[Row]
     files: list[Path]
-    skipped_records: int = 0
-    dropped_examples: int = 0
     stats: dict = field(default_factory=dict)
 
 
@@ -44,25 +29,27 @@ def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, pa
     files = expand_paths(paths)
     examples, skipped = [], 0
     for path in files:
-        schema = data_cfg.format if data_cfg.format != "auto" else detect_format(path, _default_format(stage))
+        schema = data_cfg.format if data_cfg.format != "auto" else detect_schema(path, _default_format(stage))
         loaded = load_records([path], schema, data_cfg.on_error)
         skipped += loaded.skipped
-        examples += [_encode(record, stage, tokenizer, template, data_cfg.system) for record in loaded.records]
+        examples += [_encode(record, tokenizer, template, data_cfg.system) for record in loaded.records]
     kept, dropped = _fit(examples, stage, data_cfg)
     if not kept:
         raise DataError(str(files[0]), f"no trainable examples left after truncation to {data_cfg.max_length} tokens")
     rows = pack(kept, data_cfg.max_length) if packing else [unpacked(example) for example in kept]
     if skipped or dropped:
-        log.warning("data: skipped %d malformed records, dropped %d examples with no trainable tokens", skipped, dropped)
-    stats = {"examples": len(kept), "rows": len(rows), "tokens": sum(len(row) for row in rows)}
-    return Prepared(rows, files, skipped, dropped, stats)
+        log.warning("data: skipped %d malformed records; dropped %d examples (too long under truncation=drop, "
+                    "or nothing left to train on)", skipped, dropped)
+    stats = {"examples": len(kept), "rows": len(rows), "tokens": sum(len(row) for row in rows),
+             "skipped_records": skipped, "dropped_examples": dropped}
+    return Prepared(rows, files, stats)
 
 
 def _default_format(stage: str) -> str:
     return "text" if stage == "pretrain" else "messages"
 
 
-def _encode(record: dict, stage: str, tokenizer, template: str, system: str | None) -> Encoded:
+def _encode(record: dict, tokenizer, template: str, system: str | None) -> Encoded:
     if "text" in record:
         return encode_text(tokenizer, record["text"])
     messages = record["messages"]

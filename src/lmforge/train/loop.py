@@ -7,6 +7,7 @@ import logging
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
+from lmforge.models import mixed_precision
 from lmforge.runs import Run
 from lmforge.sequences import Collator, Row
 from lmforge.train.config import TrainRecipe
@@ -27,7 +28,7 @@ class RunMetrics(TrainerCallback):
             self.run.log_metrics({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs})
 
 
-def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device_type: str) -> TrainingArguments:
+def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device) -> TrainingArguments:
     opt = recipe.train
     return TrainingArguments(
         output_dir=str(run.dir / "checkpoints"),
@@ -36,7 +37,7 @@ def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device_typ
         gradient_accumulation_steps=opt.grad_accum,
         learning_rate=opt.lr,
         lr_scheduler_type=opt.scheduler,
-        warmup_steps=opt.warmup_ratio,
+        warmup_steps=opt.warmup_ratio,  # transformers reads a float below 1 as a share of all steps
         weight_decay=opt.weight_decay,
         max_grad_norm=opt.max_grad_norm,
         num_train_epochs=opt.epochs,
@@ -49,12 +50,10 @@ def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device_typ
         save_total_limit=opt.save_total_limit,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=opt.eval_steps,
-        bf16=device_type == "cuda" and recipe.model.dtype in ("auto", "bfloat16"),
-        use_cpu=device_type == "cpu",
+        use_cpu=device.type == "cpu",
         report_to="none",
         remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
+        **mixed_precision(recipe.model, device),
     )
 
 
@@ -66,7 +65,7 @@ def fit(model, tokenizer, recipe: TrainRecipe, run: Run, rows: list[Row], eval_r
     writer = SummaryWriter(log_dir=str(run.dir / "tensorboard"))
     trainer = Trainer(
         model=model,
-        args=training_arguments(recipe, run, eval_rows is not None, model.device.type),
+        args=training_arguments(recipe, run, eval_rows is not None, model.device),
         train_dataset=rows,
         eval_dataset=eval_rows,
         data_collator=Collator(tokenizer.pad_token_id, recipe.packing),

@@ -16,7 +16,7 @@ from .tasks import mc_rows, preference_records, qa_test_records, sft_records
 from .truth import ground_truth, readme
 from .writers import write_csv, write_json, write_jsonl, write_text
 
-__all__ = ["MC_PROMPT", "SIZES", "WorldSize", "synth_world"]
+__all__ = ["MC_PROMPT", "SIZES", "WorldSize", "synth_world", "write_world"]
 
 # The world's own question-and-answer style (its FAQ lines), used to score the multiple-choice benchmark.
 MC_PROMPT = "Q: {question} A:"
@@ -55,6 +55,17 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
     counts["world.json"] = len(world.facts)
     write_text(out / "README.md", readme(seed, counts))
     counts["README.md"] = 1
+    return counts
+
+
+def write_world(seed: int, out: str | Path, size: str | WorldSize = "demo", overwrite: bool = False) -> dict[str, int]:
+    """`synth_world` into `<out>.partial`, then one rename: never half a world, never an old one replaced unasked."""
+    from lmforge.runs import fresh_partial, publish
+
+    out = Path(out)
+    partial = fresh_partial(out, overwrite)
+    counts = synth_world(seed, partial, size)
+    publish(partial, out)
     return counts
 
 
