@@ -26,7 +26,7 @@ class RunExistsError(FileExistsError):
 class Run:
     def __init__(self, output_dir: str | Path, name: str, overwrite: bool = False):
         self.final = Path(output_dir) / name
-        self.dir = self.final.with_name(f"{name}.partial")
+        self.dir = partial_path(self.final)
         self.overwrite = overwrite
         self._log_handler: logging.Handler | None = None
 
@@ -58,11 +58,15 @@ class Run:
         return publish(self.dir, self.final)
 
 
+def partial_path(final: Path) -> Path:
+    return final.with_name(final.name + ".partial")
+
+
 def fresh_partial(final: Path, overwrite: bool) -> Path:
     """An empty `<final>.partial` folder to work in, after refusing to replace finished output."""
     if final.exists() and not overwrite:
         raise RunExistsError(f"{final} already exists; pass --overwrite to replace it")
-    partial = final.with_name(final.name + ".partial")
+    partial = partial_path(final)
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)

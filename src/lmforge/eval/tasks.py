@@ -42,7 +42,9 @@ def evaluate_choices(
     def encode(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    requests = [(encode(prompt.format(question=item.question)), encode(" " + choice)) for item in items for choice in item.choices]
+    requests = [
+        (encode(prompt.format(question=item.question)), encode(" " + choice)) for item in items for choice in item.choices
+    ]
     scores = iter(loglikelihoods(model, tokenizer.pad_token_id, requests, batch_size))
     samples = []
     for item in items:

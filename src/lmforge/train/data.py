@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.data import DataError, detect_schema, expand_paths, load_records
@@ -17,7 +17,7 @@ log = logging.getLogger("lmforge.train")
 class Prepared:
     rows: list[Row]
     files: list[Path]
-    stats: dict = field(default_factory=dict)
+    stats: dict
 
 
 def encode_text(tokenizer, text: str) -> Encoded:
