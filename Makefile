@@ -23,7 +23,9 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/cli_startup.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/eval_speed.py
 
 clean:
 	rm -rf $(VENV) runs

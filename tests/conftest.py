@@ -71,3 +71,26 @@ def frozen_tokenizer(tokenizer_dir):
     from lmforge.models import load_tokenizer
 
     return load_tokenizer(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def nano_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    """A randomly initialised nano Llama saved as a model folder, for commands that load models from disk."""
+    import torch
+
+    from lmforge.models import build_from_preset, load_tokenizer, save_model
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("nano-model")
+    save_model(build_from_preset("nano", tokenizer), tokenizer, out, [tokenizer.eos_token_id])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    from lmforge.world import write_world
+
+    out = tmp_path_factory.mktemp("world") / "world"
+    write_world(0, out, "tiny")
+    return out

@@ -40,7 +40,8 @@ def test_unknown_recipe_lists_the_shipped_ones(capsys):
     assert "demo-sft" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb", ["train", "generate", "demo", "data synth-world", "tokenizer train"])
+@pytest.mark.parametrize("verb", ["train", "generate", "demo", "data synth-world", "tokenizer train", "eval", "analyze",
+                                  "compare"])
 def test_every_verb_has_help(verb):
     assert run_cli(*verb.split(), "--help").returncode == 0
 
@@ -63,3 +64,25 @@ def test_bad_override_value_is_a_config_error(tmp_path, capsys):
     recipe.write_text("stage: sft\nname: r\nmodel: {path: m}\ndata: {train: d}\n")
     assert main(["train", str(recipe), "data.train=[a,"]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_eval_then_analyze_then_compare(nano_model_dir, tiny_world, tmp_path, capsys):
+    tasks = [str(tiny_world / "tasks" / name) for name in ("world_mc.yaml", "world_qa.yaml")]
+    for name, limit in (("a", "4"), ("b", "6")):
+        args = ["eval", "--model", str(nano_model_dir), "--tasks", *tasks, "--limit", limit, "--max-new-tokens", "6",
+                "--output-dir", str(tmp_path), "--name", name]
+        assert main(args) == 0
+        assert "| world_mc | acc |" in capsys.readouterr().out
+    assert main(["analyze", str(tmp_path / "b")]) == 0
+    assert "| wrong_answer |" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ab")]) == 0
+    out = capsys.readouterr().out
+    assert "| world_mc | acc |" in out and "compared on the 4 samples" in out
+    assert (tmp_path / "ab" / "comparison.md").exists()
+
+
+def test_eval_errors_exit_2_naming_the_problem(nano_model_dir, tmp_path, capsys):
+    assert main(["eval", "--model", str(nano_model_dir), "--tasks", f"mmlu={tmp_path / 'missing'}"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert "results.json" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import pytest
 
 from lmforge.demo import DemoConfig, run_demo
 from lmforge.runs import read_metrics
+from lmforge.world import SIZES
 
 
 @pytest.mark.slow
@@ -17,8 +18,13 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
         run = report.parent / stage
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
         assert losses[-1] < losses[0]
-        evaluation = json.loads((report.parent / f"{stage}_eval.json").read_text(encoding="utf-8"))
-        assert evaluation["world_mc"]["n"] == 12 and evaluation["qa"]["n"] == 12
+        results = json.loads((report.parent / f"eval-{stage}" / "results.json").read_text(encoding="utf-8"))
+        assert {name: task["n"] for name, task in results["tasks"].items()} == {
+            "world_mc": 12, "world_qa": 12, "world_arithmetic": min(12, SIZES["tiny"].arithmetic_test)}
         assert f"({stage}/loss.png)" in text and (run / "loss.png").exists()
+    assert "## What SFT cost and gained" in text and "| world_mc | acc |" in text
+    assert "## Error analysis" in text and "| repetition |" in text
+    assert (report.parent / "retention" / "comparison.png").exists()
+    assert (report.parent / "eval-sft" / "analysis.md").exists()
     with pytest.raises(FileExistsError, match="--overwrite"):
         run_demo(cfg)

@@ -47,6 +47,31 @@ def cmd_generate(args: argparse.Namespace) -> None:
         print(f">>> {prompt}\n{reply}\n")
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from lmforge.eval.config import EvalConfig
+    from lmforge.eval.runner import evaluate, results_table
+
+    run_dir = evaluate(schema_from_args(EvalConfig, args), overwrite=args.overwrite)
+    print(results_table(json.loads((run_dir / "results.json").read_text(encoding="utf-8"))))
+    print(f"finished: {run_dir}")
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from lmforge.eval.analyze import analyze_run
+
+    report = analyze_run(Path(args.run))
+    print(report.read_text(encoding="utf-8"))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from lmforge.eval.compare import compare_runs
+
+    _, table = compare_runs(Path(args.run_a), Path(args.run_b), Path(args.out) if args.out else None, args.threshold)
+    print(table)
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -76,6 +101,7 @@ def _train_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from lmforge.demo import DemoConfig
+    from lmforge.eval.config import EvalConfig
     from lmforge.generate import GenerateConfig
     from lmforge.tokenizer import TokenizerConfig
     from lmforge.world.config import SynthWorldConfig
@@ -97,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate = verbs.add_parser("generate", help="sample replies from a model")
     add_schema_flags(generate, GenerateConfig)
     generate.set_defaults(func=cmd_generate)
+
+    evaluate = verbs.add_parser(
+        "eval", help="evaluate a model on benchmarks or custom tasks",
+        epilog="example: lmforge eval --model runs/sft --tasks cmmlu=data/cmmlu gsm8k=data/gsm8k --limit 50",
+    )
+    add_schema_flags(evaluate, EvalConfig)
+    evaluate.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    evaluate.set_defaults(func=cmd_eval)
+
+    analyze = verbs.add_parser("analyze", help="error analysis of an eval run's generations")
+    analyze.add_argument("run", help="eval run folder (holds results.json)")
+    analyze.set_defaults(func=cmd_analyze)
+
+    compare = verbs.add_parser("compare", help="per-task deltas between two eval runs (forgetting check)")
+    compare.add_argument("run_a", help="baseline eval run folder, e.g. before fine-tuning")
+    compare.add_argument("run_b", help="eval run folder to compare against the baseline")
+    compare.add_argument("--threshold", type=float, default=0.01, help="smallest delta that counts (default: 0.01)")
+    compare.add_argument("--out", help="folder for comparison.json/.md/.png (default: print only)")
+    compare.set_defaults(func=cmd_compare)
 
     tokenizer = verbs.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
     tok_train = tokenizer.add_parser("train", help="train a byte-level BPE tokenizer on text data")

@@ -86,7 +86,7 @@ def apply_override(data: dict, path: list[str], value: Any) -> None:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
+        raise ConfigError(f"file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field
@@ -16,6 +16,8 @@ from lmforge.config import Section
 from lmforge.train.config import Preset
 
 log = logging.getLogger("lmforge.demo")
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 class DemoConfig(Section):
@@ -48,12 +50,12 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     pretrain_dir = _train_stage("demo-pretrain", cfg, overwrite, {
         "model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir), "data.train": [str(world / "pretrain.jsonl")],
     }, cfg.pretrain_steps)
-    rows = {"pretrain": evaluate_stage(pretrain_dir, world, out / "pretrain_eval.json", cfg.eval_limit)}
+    evals = {"pretrain": evaluate_stage(pretrain_dir, world, cfg, overwrite)}
     sft_dir = _train_stage("demo-sft", cfg, overwrite, {
         "model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")],
     }, cfg.sft_steps)
-    rows["sft"] = evaluate_stage(sft_dir, world, out / "sft_eval.json", cfg.eval_limit)
-    write_report(report, rows, {"pretrain": pretrain_dir, "sft": sft_dir}, time.time() - started)
+    evals["sft"] = evaluate_stage(sft_dir, world, cfg, overwrite)
+    write_report(report, evals, {"pretrain": pretrain_dir, "sft": sft_dir}, time.time() - started)
     return report
 
 
@@ -70,65 +72,87 @@ def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: di
     return train(recipe, overwrite=overwrite)
 
 
-def evaluate_stage(model_dir: Path, world: Path, out: Path, limit: int = 0) -> dict:
-    """World multiple-choice accuracy, QA exact match and a few sample replies for one stage's model."""
-    from lmforge.eval.tasks import correct_share, evaluate_choices, evaluate_qa, read_mmlu_csv, read_qa_jsonl
-    from lmforge.models import load_for_inference
+def evaluate_stage(model_dir: Path, world: Path, cfg: DemoConfig, overwrite: bool) -> Path:
+    """`lmforge eval` on the world's own tasks; the eval run lands beside the stage's run as eval-<stage>."""
+    from lmforge.eval.config import EvalConfig
+    from lmforge.eval.runner import evaluate
+    from lmforge.world import WORLD_TASKS
+
+    tasks = [str(world / "tasks" / f"{name}.yaml") for name in WORLD_TASKS]
+    eval_cfg = EvalConfig(model=str(model_dir), tasks=tasks, limit=cfg.eval_limit, output_dir=cfg.output_dir,
+                          name=f"eval-{model_dir.name}", seed=cfg.seed)
+    return evaluate(eval_cfg, overwrite=overwrite)
+
+
+# (row name, task, metric, subject or None, what it measures)
+REPORT_ROWS = [
+    ("world_mc_acc", "world_mc", "acc", None,
+     "4-way multiple choice on every world fact, held-out wording, by answer log-likelihood (chance 25%)"),
+    ("qa_exact_match", "world_qa", "exact_match", "fact-seen",
+     "greedy chat answers to held-out questions about facts covered by SFT, exact match"),
+    ("qa_em_new_phrasing", "world_qa", "exact_match", "fact-new-wording",
+     "the same facts asked in a wording that no training file uses"),
+    ("qa_em_unseen_facts", "world_qa", "exact_match", "fact-unseen",
+     "facts only the pretraining corpus states (no SFT question about them)"),
+    ("arithmetic_exact_match", "world_arithmetic", "exact_match", None,
+     "new word problems, the last number of the reply"),
+]
+
+
+def report_values(results: dict) -> dict[str, float | None]:
+    """The report's numbers from one eval run; None where --eval-limit left a group out."""
+    values = {}
+    for row, task, metric, subject, _ in REPORT_ROWS:
+        result = results["tasks"][task]
+        if subject is None:
+            values[row] = result["metrics"][metric]["value"]
+        else:
+            values[row] = result.get("subjects", {}).get(subject, {}).get(metric)
+    return values
+
+
+def _sample_questions(results: dict) -> list[tuple[str, str]]:
+    """One English fact, one Chinese fact and one arithmetic reply, when present."""
+    qa, arithmetic = results["tasks"]["world_qa"]["samples"], results["tasks"]["world_arithmetic"]["samples"]
+    picks = [next((s for s in qa if not CJK.search(s["query"])), None),
+             next((s for s in qa if CJK.search(s["query"])), None), next(iter(arithmetic), None)]
+    return [(p["query"], p["output"]) for p in picks if p is not None]
+
+
+def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seconds: float) -> None:
+    from lmforge.eval.analyze import analyze_run
+    from lmforge.eval.compare import compare_runs
     from lmforge.runs import atomic_write_text
-    from lmforge.world import MC_PROMPT
 
-    model, tokenizer = load_for_inference(model_dir)
-    choices = read_mmlu_csv(world / "mc" / "test" / "world_test.csv")
-    qa = read_qa_jsonl(world / "qa_test.jsonl")
-    if limit:
-        choices, qa = choices[:limit], qa[:limit]
-    mc_result = evaluate_choices(model, tokenizer, choices, prompt=MC_PROMPT)
-    qa_result = evaluate_qa(model, tokenizer, qa)
-    atomic_write_text(out, json.dumps({"world_mc": mc_result, "qa": qa_result}, ensure_ascii=False, indent=1))
-    facts = [s for s in qa_result["samples"] if s["kind"] == "fact"]
-    row = {
-        "world_mc_acc": mc_result["acc"],
-        "qa_exact_match": correct_share([s for s in facts if s["phrasing"] == "train"]),
-        "qa_em_new_phrasing": correct_share([s for s in facts if s["phrasing"] == "new" and s["seen_in_sft"]]),
-        "qa_em_unseen_facts": correct_share([s for s in facts if not s["seen_in_sft"]]),
-        "arithmetic_exact_match": correct_share([s for s in qa_result["samples"] if s["kind"] == "arithmetic"]),
-    }
-    row["samples"] = [(s["question"], s["reply"]) for s in _sample_questions(qa_result["samples"])]
-    log.info("demo: %s -> %s", model_dir.name, {k: v for k, v in row.items() if k != "samples"})
-    return row
-
-
-def _sample_questions(samples: list[dict]) -> list[dict]:
-    """One English fact, one Chinese fact and one arithmetic question, when present."""
-    wanted = ({"lang": "en", "kind": "fact"}, {"lang": "zh", "kind": "fact"}, {"kind": "arithmetic"})
-    picks = [next((s for s in samples if all(s.get(k) == v for k, v in want.items())), None) for want in wanted]
-    return [pick for pick in picks if pick is not None]
-
-
-METRIC_NOTES = {
-    "world_mc_acc": "4-way multiple choice on every world fact, held-out wording, by answer log-likelihood (chance 25%)",
-    "qa_exact_match": "greedy chat answers to held-out questions about facts covered by SFT, exact match",
-    "qa_em_new_phrasing": "the same facts asked in a wording that no training file uses",
-    "qa_em_unseen_facts": "facts only the pretraining corpus states (no SFT question about them)",
-    "arithmetic_exact_match": "new word problems, final number after 'The answer is' / '答案是'",
-}
-
-
-def write_report(path: Path, rows: dict[str, dict], runs: dict[str, Path], seconds: float) -> None:
-    from lmforge.runs import atomic_write_text
-
-    metrics = [key for key in next(iter(rows.values())) if key != "samples"]
+    results = {stage: json.loads((folder / "results.json").read_text(encoding="utf-8")) for stage, folder in evals.items()}
+    values = {stage: report_values(result) for stage, result in results.items()}
+    names = [row[0] for row in REPORT_ROWS]
     lines = [
         "# lmforge demo report",
         "",
         f"The whole lifecycle on the toy world took {seconds / 60:.1f} minutes.",
         "",
-        "| stage | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
+        "| stage | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
     ]
-    lines += [f"| {stage} | " + " | ".join(f"{row[m]:.1%}" for m in metrics) + " |" for stage, row in rows.items()]
-    lines += ["", *[f"- `{m}`: {METRIC_NOTES[m]}" for m in metrics]]
+    lines += [f"| {stage} | " + " | ".join(_percent(row[n]) for n in names) + " |" for stage, row in values.items()]
+    lines += ["", *[f"- `{name}`: {note}" for name, *_, note in REPORT_ROWS]]
+    _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "retention")
+    lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
+    analysis = analyze_run(evals["sft"])
+    lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",
+              _body(analysis.read_text(encoding="utf-8").split("\n## ", 1)[0]),
+              "", f"Examples: `{analysis.relative_to(path.parent)}`"]
     for stage, run_dir in runs.items():
         lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
-        lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in rows[stage]["samples"]]
+        lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _body(markdown: str) -> str:
+    """A report without its title line, to sit under a heading of the demo report."""
+    return markdown.split("\n", 1)[1].strip()
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from pydantic import Field
 
@@ -26,6 +27,13 @@ def conversation(prompt: str, system: str | None = None) -> list[dict]:
     return [*head, {"role": "user", "content": prompt}]
 
 
+@dataclass
+class Completion:
+    text: str
+    tokens: int
+    finish_reason: str
+
+
 def generate_batch(
     model,
     tokenizer,
@@ -34,26 +42,50 @@ def generate_batch(
     temperature: float = 0.0,
     top_p: float = 1.0,
     batch_size: int = 16,
-) -> list[str]:
-    """Replies to token prompts, batched with left padding; decoding stops at the model's stop tokens."""
+    stop: Sequence[str] = (),
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Completion]:
+    """Completions of token prompts, batched with left padding (similar lengths together).
+
+    Decoding ends at the model's stop tokens or at a `stop` string, which is cut from the text.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    completions: list[Completion | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = _left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id, model.device)
+        for index, completion in zip(chunk, _generate(model, tokenizer, batch, max_new_tokens, temperature, top_p, stop)):
+            completions[index] = completion
+        if on_batch:
+            on_batch(len(chunk))
+    return completions
+
+
+def _generate(model, tokenizer, batch: dict, max_new_tokens: int, temperature: float, top_p: float,
+              stop: Sequence[str]) -> list[Completion]:
     import torch
 
-    replies: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        batch = _left_pad(prompts[start : start + batch_size], tokenizer.pad_token_id, model.device)
-        with torch.no_grad():
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=temperature > 0,
-                temperature=temperature if temperature > 0 else None,
-                top_p=top_p if temperature > 0 else None,
-                top_k=None,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new_tokens = out[:, batch["input_ids"].shape[1] :]
-        replies += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return replies
+    sampling = dict(temperature=temperature, top_p=top_p) if temperature > 0 else dict(temperature=None, top_p=None)
+    with torch.no_grad():
+        out = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=temperature > 0, top_k=None, **sampling,
+            pad_token_id=tokenizer.pad_token_id, stop_strings=list(stop) or None, tokenizer=tokenizer,
+        )
+    stop_ids = set(_as_list(model.generation_config.eos_token_id)) | {tokenizer.pad_token_id}
+    completions = []
+    for row in out[:, batch["input_ids"].shape[1] :].tolist():
+        tokens = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
+        text = tokenizer.decode(row[:tokens], skip_special_tokens=True)
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        stopped = cut >= 0 or tokens < max_new_tokens
+        completions.append(Completion(text[:cut] if cut >= 0 else text, tokens, "stop" if stopped else "length"))
+    return completions
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _left_pad(prompts: Sequence[list[int]], pad_id: int, device) -> dict:
@@ -72,7 +104,7 @@ def chat_replies(model, tokenizer, conversations: Sequence[list[dict]], **kwargs
     from lmforge.templates import encode_prompt
 
     prompts = [encode_prompt(tokenizer, messages, tokenizer.chat_template) for messages in conversations]
-    return generate_batch(model, tokenizer, prompts, **kwargs)
+    return [c.text for c in generate_batch(model, tokenizer, prompts, **kwargs)]
 
 
 def run_generate(cfg: GenerateConfig) -> list[str]:
@@ -85,5 +117,5 @@ def run_generate(cfg: GenerateConfig) -> list[str]:
     options = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     if cfg.raw:
         prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in cfg.prompt]
-        return generate_batch(model, tokenizer, prompts, **options)
+        return [c.text for c in generate_batch(model, tokenizer, prompts, **options)]
     return chat_replies(model, tokenizer, [conversation(p, cfg.system) for p in cfg.prompt], **options)

@@ -94,9 +94,18 @@ def mixed_precision(cfg: ModelConfig, device: torch.device) -> dict[str, bool]:
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
-def load_for_inference(path: str | Path, device: str = "auto", trust_remote_code: bool = False):
-    cfg = ModelConfig(path=str(path), trust_remote_code=trust_remote_code, device=device)
+def load_for_inference(
+    path: str | Path, device: str = "auto", trust_remote_code: bool = False, adapter: str | Path | None = None,
+    dtype: str = "auto",
+):
+    """A model ready to score or generate; a peft adapter is merged in, so it runs at the base model's speed."""
+    cfg = ModelConfig(path=str(path), trust_remote_code=trust_remote_code, device=device, dtype=dtype)
     model, tokenizer = load_model(cfg)
+    if adapter is not None:
+        from peft import PeftModel
+
+        _require_local_dir(adapter, "adapter")
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     return model.eval(), tokenizer
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+import numpy as np
+
+# Per-glyph fallbacks for Chinese labels, used when installed (DejaVu Sans has no CJK glyphs).
+_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "Microsoft YaHei",
+              "PingFang SC", "SimHei")
 
 
 def _pyplot():
@@ -28,3 +35,46 @@ def plot_metric(records: list[dict], key: str, out: Path, title: str) -> Path | 
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def plot_bars(labels: list[str], values: list[float], out: Path, title: str, ylabel: str = "", errors=None) -> Path:
+    """Horizontal bar chart written atomically; horizontal so that 30 long labels stay readable.
+
+    `ylabel` names the value axis; `errors` holds symmetric half-widths or (below, above) pairs per bar.
+    Labels in a script no installed font covers render as boxes instead of warning once per glyph.
+    """
+    plt = _pyplot()
+    tmp = out.with_name(out.name + ".tmp")
+    with plt.rc_context({"font.family": _font_families()}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * max(len(labels), 1)))
+        positions = np.arange(len(labels))
+        bars = ax.barh(positions, values, xerr=_error_bars(errors), capsize=3)
+        ax.set_yticks(positions, labels)
+        ax.invert_yaxis()  # first label on top, in the order of the tables next to the chart
+        ax.axvline(0, color="black", linewidth=0.8)
+        if errors is None:  # values next to error bars would collide with them
+            ax.bar_label(bars, fmt="%.3g", padding=3)
+            ax.margins(x=0.15)
+        ax.set(title=title, xlabel=ylabel)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def _font_families() -> list[str]:
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return ["DejaVu Sans", *(name for name in _CJK_FONTS if name in installed)]
+
+
+def _error_bars(errors) -> np.ndarray | None:
+    """matplotlib's xerr layout (2, n) from per-bar pairs; clipped at 0 for an interval that misses its estimate."""
+    if errors is None:
+        return None
+    array = np.asarray(errors, dtype=float)
+    return np.clip(array.T if array.ndim == 2 else array, 0, None)

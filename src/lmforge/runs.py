@@ -117,8 +117,11 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def model_card(stage: str, parent: str, data_files: Iterable[Path], metrics: dict[str, Any], template: str) -> str:
-    """A Hugging Face style README.md that records where a model came from."""
+def model_card(
+    stage: str, parent: str, data_files: Iterable[Path], metrics: dict[str, Any], template: str,
+    sections: dict[str, str] | None = None,
+) -> str:
+    """A Hugging Face style README.md that records where a model came from; `sections` adds titled markdown."""
     lines = [
         "---",
         "library_name: transformers",
@@ -138,6 +141,8 @@ def model_card(stage: str, parent: str, data_files: Iterable[Path], metrics: dic
     lines += [f"| {path} | `{sha256_file(path)}` |" for path in data_files]
     lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {key} | {_fmt(value)} |" for key, value in metrics.items()]
+    for title, body in (sections or {}).items():
+        lines += ["", f"## {title}", "", body.strip()]
     lines += ["", "Load it with transformers: `Auto*.from_pretrained(<this folder>)`.", ""]
     return "\n".join(lines)
 

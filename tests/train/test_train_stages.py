@@ -86,3 +86,26 @@ def test_bad_record_stops_with_file_and_line(tmp_path, tokenizer_dir, chat_file)
     logged = [r["data"] for r in read_metrics(skipping) if "data" in r]
     assert logged[0]["skipped_records"] == 1
     assert json.loads((skipping / "config.json").read_text())["vocab_size"] > 0
+
+
+def test_retention_tasks_are_scored_before_and_after_training(pretrained, chat_file, tmp_path):
+    from conftest import FACTS, write_jsonl
+    from lmforge.eval.config import EvalConfig
+    from lmforge.eval.runner import evaluate
+
+    task = tmp_path / "facts.yaml"
+    task.write_text("name: facts\ndata: facts.jsonl\nprompt: 'Q: {q} A:'\ntarget: '0'\nchoices: answers\n")
+    write_jsonl(tmp_path / "facts.jsonl", [{"q": q, "answers": [a, "Brisco Works"]} for q, a in FACTS])
+    sft = train(recipe(tmp_path, ["stage=sft", "name=sft", f"model.path={pretrained}", f"data.train={chat_file}",
+                                  "data.max_length=64", "train.max_steps=20", f"eval.retention_tasks=[{task}]"]))
+    card = (sft / "README.md").read_text(encoding="utf-8")
+    assert "## Retention (before vs after training)" in card and "| facts | acc |" in card
+    for label, model in (("before", pretrained), ("after", sft)):
+        kept = json.loads((sft / "retention" / label / "results.json").read_text(encoding="utf-8"))
+        fresh = evaluate(EvalConfig(model=str(model), tasks=[str(task)], output_dir=str(tmp_path), name=label))
+        again = json.loads((fresh / "results.json").read_text(encoding="utf-8"))
+        for mine, theirs in zip(kept["tasks"]["facts"]["samples"], again["tasks"]["facts"]["samples"]):
+            assert mine["scores"] == pytest.approx(theirs["scores"], abs=1e-4)
+    before = json.loads((sft / "retention" / "before" / "results.json").read_text(encoding="utf-8"))
+    after = json.loads((sft / "retention" / "after" / "results.json").read_text(encoding="utf-8"))
+    assert before["tasks"]["facts"]["samples"][0]["scores"] != after["tasks"]["facts"]["samples"][0]["scores"]

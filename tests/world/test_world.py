@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import operator
 import re
@@ -26,9 +25,9 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _csv(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.reader(f))
+def _mc(path: Path) -> list[list[str]]:
+    """Multiple-choice rows as [question, *choices, answer letter]."""
+    return [[r["question"], *r["choices"], r["answer"]] for r in _jsonl(path)]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,7 @@ def test_another_seed_gives_another_world(tmp_path):
     synth_world(4, tmp_path / "b", "tiny")
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert a.keys() == b.keys()
-    assert [name for name in a if a[name] == b[name]] == []
+    assert [name for name in a if a[name] == b[name] and not name.startswith("tasks/")] == []
 
 
 def test_files_are_unix_utf8(tiny):
@@ -107,8 +106,8 @@ def _values_of_kind(truth: dict, kind: str) -> set[str]:
 
 
 def test_mc_rows_have_four_distinct_choices_and_correct_letter(tiny, truth):
-    dev = _csv(tiny / "mc/dev/world_dev.csv")
-    test = _csv(tiny / "mc/test/world_test.csv")
+    dev = _mc(tiny / "mc/world_dev.jsonl")
+    test = _mc(tiny / "mc/world_test.jsonl")
     assert len(dev) == 5 and len(dev) + len(test) == len(truth["facts"])
     assert not {tuple(r) for r in dev} & {tuple(r) for r in test}
     facts = _mc_facts(truth)
@@ -121,7 +120,7 @@ def test_mc_rows_have_four_distinct_choices_and_correct_letter(tiny, truth):
 
 def test_mc_distractors_have_the_answers_type(tiny, truth):
     facts = _mc_facts(truth)
-    for question, *choices, _ in _csv(tiny / "mc/test/world_test.csv"):
+    for question, *choices, _ in _mc(tiny / "mc/world_test.jsonl"):
         kind = truth["relations"][facts[question]["relation"]]["value"]
         if kind == "number":
             assert all(c.isdigit() for c in choices), choices
@@ -132,7 +131,7 @@ def test_mc_distractors_have_the_answers_type(tiny, truth):
 def test_held_out_questions_never_appear_in_training_text(tiny):
     sft, pretrain = _sft_text(tiny), _pretrain_text(tiny)
     held_out = [r["question"] for r in _jsonl(tiny / "qa_test.jsonl") if r["kind"] == "fact"]
-    held_out += [row[0] for row in _csv(tiny / "mc/test/world_test.csv") + _csv(tiny / "mc/dev/world_dev.csv")]
+    held_out += [row[0] for row in _mc(tiny / "mc/world_test.jsonl") + _mc(tiny / "mc/world_dev.jsonl")]
     for question in held_out:
         assert question not in sft, question
         assert question not in pretrain, question
@@ -170,7 +169,7 @@ def test_chinese_everywhere_it_should_be(tiny):
     chinese = sum(bool(CJK.search(p)) for p in passages)
     assert 0.25 <= chinese / len(passages) <= 0.5
     assert CJK.search(_sft_text(tiny))
-    assert any(CJK.search(row[0]) for row in _csv(tiny / "mc/test/world_test.csv"))
+    assert any(CJK.search(row[0]) for row in _mc(tiny / "mc/world_test.jsonl"))
     assert {r["lang"] for r in _jsonl(tiny / "qa_test.jsonl")} == {"en", "zh"}
 
 
@@ -247,7 +246,7 @@ def test_preference_pairs(tiny, truth):
 def test_demo_size_numbers(tmp_path):
     counts = synth_world(0, tmp_path, "demo")
     characters = len(_pretrain_text(tmp_path))
-    mc_rows = counts["mc/dev/world_dev.csv"] + counts["mc/test/world_test.csv"]
+    mc_rows = counts["mc/world_dev.jsonl"] + counts["mc/world_test.jsonl"]
     print(f"\ndemo world: {characters} pretraining characters, {counts['world.json']} facts, {mc_rows} MC rows")
     assert 120 <= counts["world.json"] <= 200
     assert 200_000 <= characters <= 400_000

@@ -1,37 +1,175 @@
-"""Log-likelihood of continuations given contexts, batched by length."""
+"""Prefix-shared log-likelihood scoring: each context runs through the model once, and every choice is scored
+from its KV cache. lm-evaluation-harness re-encodes the whole context for every multi-token choice.
+
+Contexts of one batch that start with the same tokens (a few-shot prompt's description and solved examples)
+share one pass over those tokens too.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
+MIN_SHARED_PREFIX = 16  # shorter common prefixes are cheaper to recompute than to copy into every row's cache
 
-def loglikelihoods(
-    model, pad_id: int, requests: Sequence[tuple[list[int], list[int]]], batch_size: int = 32
-) -> list[float]:
-    """Sum of log p(continuation | context) for each (context_ids, continuation_ids) pair."""
-    if any(not context or not continuation for context, continuation in requests):
-        raise ValueError("every request needs a non-empty context and continuation (prepend BOS to empty contexts)")
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
-    scores = [0.0] * len(requests)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        for index, score in zip(chunk, _score_batch(model, pad_id, [requests[i] for i in chunk])):
-            scores[index] = score
+
+@dataclass
+class ChoiceRequest:
+    """One context and the token ids of each continuation to score after it.
+
+    Requests of one `group` (e.g. one few-shot prompt) are batched together, so they can share their prefix.
+    """
+
+    context: list[int]
+    continuations: list[list[int]]
+    group: str = ""
+
+
+def encode_choices(tokenizer, context: str, choices: Sequence[str], group: str = "") -> ChoiceRequest:
+    """Split context and continuations the way lm-eval does, so scores match it token for token.
+
+    Trailing spaces move from the context to each continuation; a continuation's tokens are those of
+    `context + continuation` past the context's own tokens. An empty context becomes the BOS (else EOS) token.
+    """
+    stripped = context.rstrip()
+    spaces = context[len(stripped):]
+    if not stripped:
+        start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+        return ChoiceRequest(start, [_plain(tokenizer, spaces + choice) for choice in choices], group)
+    head = encode_text(tokenizer, stripped)
+    tails = [encode_text(tokenizer, stripped + spaces + choice)[len(head):] for choice in choices]
+    return ChoiceRequest(head, tails, group)
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Tokens with the tokenizer's own special tokens (a Llama BOS), unless the text already starts with BOS."""
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos):
+        return _plain(tokenizer, text)
+    return list(tokenizer(text)["input_ids"])
+
+
+def _plain(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def score_choices(
+    model,
+    requests: Sequence[ChoiceRequest],
+    max_length: int | None = None,
+    batch_tokens: int = 16384,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[float]]:
+    """Sum of log p(continuation | context) for every continuation of every request.
+
+    Requests run longest-context first in batches of about `batch_tokens` tokens (cache copies included).
+    Contexts longer than `max_length` minus the longest continuation lose their oldest tokens.
+    """
+    requests = [_fit(request, max_length) for request in requests]
+    scores: list[list[float]] = [[] for _ in requests]
+    for batch in _batches(requests, batch_tokens):
+        for index, row in zip(batch, _score_batch(model, [requests[i] for i in batch])):
+            scores[index] = row
+        if on_batch:
+            on_batch(len(batch))
     return scores
 
 
-def _score_batch(model, pad_id: int, batch: list[tuple[list[int], list[int]]]) -> list[float]:
-    sequences = [context + continuation for context, continuation in batch]
-    width = max(len(s) for s in sequences)
-    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in sequences], device=model.device)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=model.device)
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-    scores = []
-    for row, (context, continuation) in enumerate(batch):
-        positions = torch.arange(len(context) - 1, len(context) + len(continuation) - 1, device=model.device)
-        targets = torch.tensor(continuation, device=model.device)
-        scores.append(logprobs[row, positions, targets].sum().item())
-    return scores
+def _fit(request: ChoiceRequest, max_length: int | None) -> ChoiceRequest:
+    if any(not c for c in request.continuations) or not request.context:
+        raise ValueError("every request needs a context and non-empty continuations")
+    if max_length is None:
+        return request
+    room = max_length + 1 - max(len(c) for c in request.continuations)
+    if room < 1:
+        raise ValueError(f"a continuation of {room + max_length} tokens does not fit in max_length {max_length}")
+    return dataclasses.replace(request, context=request.context[-room:])
+
+
+def _batches(requests: Sequence[ChoiceRequest], batch_tokens: int) -> list[list[int]]:
+    """Group by group, longest contexts first; a batch grows while its context pass plus cached continuation pass
+    fit in the budget."""
+    order = sorted(range(len(requests)), key=lambda i: (requests[i].group, -len(requests[i].context)))
+    batches: list[list[int]] = []
+    width = pairs = longest = 0
+    for index in order:
+        request = requests[index]
+        grown = (pairs + len(request.continuations), max(longest, *map(len, request.continuations)))
+        same_group = batches and requests[batches[-1][0]].group == request.group
+        if same_group and (len(batches[-1]) + 1) * width + grown[0] * (width + grown[1]) <= batch_tokens:
+            batches[-1].append(index)
+            pairs, longest = grown
+        else:
+            batches.append([index])
+            width, pairs, longest = len(request.context), len(request.continuations), max(map(len, request.continuations))
+    return batches
+
+
+@torch.no_grad()
+def _score_batch(model, batch: list[ChoiceRequest]) -> list[list[float]]:
+    first, cache, mask = _run_contexts(model, [r.context for r in batch])
+    pairs = [(row, c) for row, r in enumerate(batch) for c in r.continuations]
+    scores = [first[row, c[0]].item() for row, c in pairs]
+    rest = [k for k, (_, c) in enumerate(pairs) if len(c) > 1]
+    if rest:
+        tails = _score_tails(model, cache, mask, [pairs[k] for k in rest])
+        for k, tail in zip(rest, tails):
+            scores[k] += tail
+    grouped, cursor = [], 0
+    for r in batch:
+        grouped.append(scores[cursor : cursor + len(r.continuations)])
+        cursor += len(r.continuations)
+    return grouped
+
+
+def _run_contexts(model, contexts: list[list[int]]):
+    """Next-token log-probs after each context, the contexts' KV cache and its attention mask.
+
+    Layout per row: [shared prefix][left padding][own suffix], so every context ends in the last column.
+    """
+    device = model.device
+    shared = _shared_prefix_length(contexts)
+    cache = None
+    if shared:
+        cache = model(input_ids=torch.tensor([contexts[0][:shared]], device=device), use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(contexts))
+    suffixes = [c[shared:] for c in contexts]
+    width = max(map(len, suffixes))
+    ids = torch.tensor([[0] * (width - len(s)) + s for s in suffixes], device=device)
+    own = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
+    mask = torch.cat([torch.ones(len(contexts), shared, dtype=own.dtype, device=device), own], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values, mask
+
+
+def _shared_prefix_length(contexts: list[list[int]]) -> int:
+    """Tokens every context starts with, leaving each at least one token of its own; 0 when not worth sharing."""
+    if len(contexts) < 2:
+        return 0
+    limit = min(map(len, contexts)) - 1
+    first = contexts[0]
+    shared = next((i for i in range(limit) if any(c[i] != first[i] for c in contexts)), limit)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
+def _score_tails(model, cache, context_mask: torch.Tensor, pairs: list[tuple[int, list[int]]]) -> list[float]:
+    """Log-likelihood of each continuation's tokens after the first, fed on top of its context's cache."""
+    device = context_mask.device
+    rows = torch.tensor([row for row, _ in pairs], device=device)
+    cache.batch_select_indices(rows)
+    length = max(len(c) for _, c in pairs) - 1
+    inputs = torch.tensor([c[:-1] + [0] * (length + 1 - len(c)) for _, c in pairs], device=device)
+    tail_mask = torch.tensor([[1] * (len(c) - 1) + [0] * (length + 1 - len(c)) for _, c in pairs], device=device)
+    mask = torch.cat([context_mask[rows], tail_mask], dim=1)
+    start = context_mask[rows].sum(-1, keepdim=True)
+    positions = start + torch.arange(length, device=device)
+    logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    targets = torch.tensor([c[1:] + [0] * (length + 1 - len(c)) for _, c in pairs], device=device)
+    picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * tail_mask
+    return picked.sum(-1).tolist()

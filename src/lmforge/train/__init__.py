@@ -28,13 +28,27 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         train_set = _prepare(recipe.data.train, recipe, tokenizer)
         eval_rows = _prepare(recipe.data.eval, recipe, tokenizer).rows if recipe.data.eval else None
         run.log_metrics({"data": train_set.stats})
+        parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
+        retention = _retention_check(recipe, parent, run.dir)
+        if retention:
+            retention.measure_before(model, tokenizer)
         final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows)
         save_model(model, tokenizer, run.dir, stop_ids)
         plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
-        parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
-        card = model_card(recipe.stage, parent, train_set.files, final, template_label)
+        sections = {}
+        if retention:
+            sections["Retention (before vs after training)"] = retention.report_after(model, tokenizer)
+        card = model_card(recipe.stage, parent, train_set.files, final, template_label, sections)
         atomic_write_text(run.dir / "README.md", card)
         return run.finish()
+
+
+def _retention_check(recipe: TrainRecipe, parent: str, folder: Path):
+    from lmforge.eval.retention import RetentionCheck
+
+    if not recipe.eval.retention_tasks:
+        return None
+    return RetentionCheck(recipe.eval, parent, folder / "retention")
 
 
 def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer):

@@ -81,6 +81,16 @@ class OptimConfig(Section):
     eval_steps: int = Field(100, ge=1, description="eval loss every N steps when data.eval is set")
 
 
+class RetentionSection(Section):
+    retention_tasks: list[str] = Field(
+        [], description="eval tasks (benchmark=PATH or task YAML) scored before and after training; "
+        "the comparison goes into the model card"
+    )
+    limit: int = Field(0, ge=0, description="documents per retention task (0: all)")
+    num_fewshot: int | None = Field(None, ge=0, description="in-context examples (None: each task's default)")
+    threshold: float = Field(0.01, ge=0, description="smallest metric change reported as improved or regressed")
+
+
 class TrainRecipe(Section):
     stage: Literal["pretrain", "sft"] = Field(description="which training stage this recipe runs")
     name: str = Field(description="run name; output goes to <output_dir>/<name>/")
@@ -88,6 +98,7 @@ class TrainRecipe(Section):
     model: ModelConfig = Field(description="the model to train")
     data: DataConfig = Field(description="the training data")
     train: OptimConfig = Field(default_factory=OptimConfig, description="optimisation")
+    eval: RetentionSection = Field(default_factory=RetentionSection, description="forgetting check around training")
 
     @property
     def packing(self) -> bool:

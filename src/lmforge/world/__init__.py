@@ -14,12 +14,44 @@ from .documents import documents
 from .entities import SIZES, WorldSize, build_world, derived_rng
 from .tasks import mc_rows, preference_records, qa_test_records, sft_records
 from .truth import ground_truth, readme
-from .writers import write_csv, write_json, write_jsonl, write_text
+from .writers import write_json, write_jsonl, write_text
 
-__all__ = ["MC_PROMPT", "SIZES", "WorldSize", "synth_world", "write_world"]
+__all__ = ["SIZES", "WORLD_TASKS", "WorldSize", "synth_world", "write_world"]
 
-# The world's own question-and-answer style (its FAQ lines), used to score the multiple-choice benchmark.
-MC_PROMPT = "Q: {question} A:"
+# Custom evaluation tasks (`lmforge eval --tasks world/tasks/world_mc.yaml`); data paths are relative to each file.
+# The multiple choice is asked in the world's own question-and-answer style (its FAQ lines, "Q: ... A: ...").
+WORLD_TASKS = {
+    "world_mc": """\
+# Four-way multiple choice on world facts: the answer text most likely after the world's own Q/A style.
+name: world_mc
+data: ../mc/world_test.jsonl
+fewshot_data: ../mc/world_dev.jsonl
+prompt: "Q: {question} A:"
+choices: choices
+metrics: [acc, acc_norm, acc_bytes]
+""",
+    "world_qa": """\
+# Chat answers to held-out fact questions, by exact match; subjects split seen, new-wording and unseen facts.
+name: world_qa
+data: ../qa_test.jsonl
+where: {kind: fact}
+subject: "{group}"
+prompt: "{question}"
+chat: true
+generate: {until: [], max_new_tokens: 32}
+metrics: [exact_match, f1]
+""",
+    "world_arithmetic": """\
+# New arithmetic word problems in chat; the answer is the last number of the reply.
+name: world_arithmetic
+data: ../qa_test.jsonl
+where: {kind: arithmetic}
+prompt: "{question}"
+chat: true
+generate: {until: [], max_new_tokens: 64, answer_pattern: '(-?\\d+(?:\\.\\d+)?)'}
+metrics: [exact_match]
+""",
+}
 
 PREFERENCE_ARITHMETIC_SHARE = 4  # one arithmetic preference pair per this many training problems
 
@@ -44,13 +76,16 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
                                        sft_records(world, train_problems, derived_rng(seed, "sft"))),
         "qa_test.jsonl": write_jsonl(out / "qa_test.jsonl",
                                      qa_test_records(world, test_problems, derived_rng(seed, "qa"))),
-        "mc/dev/world_dev.csv": write_csv(out / "mc/dev/world_dev.csv", mc_dev),
-        "mc/test/world_test.csv": write_csv(out / "mc/test/world_test.csv", mc_test),
+        "mc/world_dev.jsonl": write_jsonl(out / "mc/world_dev.jsonl", mc_dev),
+        "mc/world_test.jsonl": write_jsonl(out / "mc/world_test.jsonl", mc_test),
         "preference.jsonl": write_jsonl(out / "preference.jsonl", preference_records(
             world, preference_problems, derived_rng(seed, "preference"))),
         "docs/documents.jsonl": write_jsonl(out / "docs/documents.jsonl", docs),
         "docs/rag_qa.jsonl": write_jsonl(out / "docs/rag_qa.jsonl", rag_questions),
     }
+    for name, text in WORLD_TASKS.items():
+        write_text(out / "tasks" / f"{name}.yaml", text)
+        counts[f"tasks/{name}.yaml"] = 1
     write_json(out / "world.json", ground_truth(world, size, test_problems))
     counts["world.json"] = len(world.facts)
     write_text(out / "README.md", readme(seed, counts))

@@ -32,7 +32,7 @@ def qa_test_records(world: World, problems: list[Problem], rng: random.Random) -
     records += [_qa_record(fact, lang, ask(fact, lang, rng, "test"), "new")
                 for fact in world.facts for lang in LANGS]
     records += [{"id": p.id, "question": p.question, "answer": str(p.answer), "lang": p.lang,
-                 "kind": "arithmetic", "seen_in_sft": False, "phrasing": "new"} for p in problems]
+                 "kind": "arithmetic", "seen_in_sft": False, "phrasing": "new", "group": "arithmetic"} for p in problems]
     return records
 
 
@@ -43,11 +43,12 @@ def _held_out(fact: Fact, index: int, lang: str) -> str:
 
 
 def _qa_record(fact: Fact, lang: str, question: str, phrasing: str) -> dict:
+    group = "fact-unseen" if not fact.in_sft else "fact-seen" if phrasing == "train" else "fact-new-wording"
     return {"id": f"{fact.id}-{lang}-{phrasing}", "question": question, "answer": fact.value, "lang": lang,
-            "kind": "fact", "seen_in_sft": fact.in_sft, "phrasing": phrasing}
+            "kind": "fact", "seen_in_sft": fact.in_sft, "phrasing": phrasing, "group": group}
 
 
-def mc_rows(world: World, rng: random.Random) -> tuple[list[list[str]], list[list[str]]]:
+def mc_rows(world: World, rng: random.Random) -> tuple[list[dict], list[dict]]:
     """One four-option question per fact, split into (dev, test) with no row in both."""
     facts = list(world.facts)
     rng.shuffle(facts)
@@ -57,7 +58,8 @@ def mc_rows(world: World, rng: random.Random) -> tuple[list[list[str]], list[lis
         choices = distractors(world, fact, rng, 3)
         answer_at = rng.randrange(4)
         choices.insert(answer_at, fact.value)
-        rows.append([ask(fact, lang, rng, "mc"), *choices, LETTERS[answer_at]])
+        rows.append({"id": f"{fact.id}-mc", "question": ask(fact, lang, rng, "mc"), "choices": choices,
+                     "answer": LETTERS[answer_at], "lang": lang})
     return rows[:MC_DEV_ROWS], rows[MC_DEV_ROWS:]
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 
-def _open(path: Path, newline: str = "\n"):
+def _open(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", encoding="utf-8", newline=newline)
+    return path.open("w", encoding="utf-8", newline="\n")
 
 
 def write_jsonl(path: Path, records: list[dict]) -> int:
@@ -17,12 +16,6 @@ def write_jsonl(path: Path, records: list[dict]) -> int:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return len(records)
-
-
-def write_csv(path: Path, rows: list[list[str]]) -> int:
-    with _open(path, newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
-    return len(rows)
 
 
 def write_json(path: Path, data: dict) -> None:

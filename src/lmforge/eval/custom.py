@@ -1,0 +1,138 @@
+"""Custom tasks: a YAML file describes a user's own data, prompt, choices or generation, and metrics."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from lmforge.config import Section, build, read_yaml
+from lmforge.data import DataError, expand_paths, read_raw
+from lmforge.eval.task import Doc, Task
+
+
+class GenerationSpec(Section):
+    until: list[str] = Field(["\n\n"], description="stop sequences")
+    max_new_tokens: int = Field(64, ge=1, description="longest generation in tokens")
+    answer_pattern: str | None = Field(
+        None, description="regex whose first group (last match) is the answer; None keeps the stripped output"
+    )
+
+
+class CustomTask(Section):
+    name: str = Field(description="task name in results")
+    data: str = Field(description="evaluation data file (jsonl/json/csv/parquet), relative to the YAML file")
+    fewshot_data: str | None = Field(None, description="file of solved in-context examples")
+    where: dict[str, str | int | float | bool] = Field({}, description="keep only records whose fields equal these")
+    subject: str = Field("", description="template for a per-record group, reported separately (e.g. '{category}')")
+    prompt: str = Field(description="question template with {field} placeholders, e.g. 'Q: {question}\\nA:'")
+    target: str = Field("{answer}", description="gold answer template; for choice tasks an index, letter or text")
+    choices: list[str] | str | None = Field(
+        None, description="fixed labels (a list), or the record field that holds each record's choices"
+    )
+    generate: GenerationSpec | None = Field(None, description="generate instead of scoring choices")
+    metrics: list[str] = Field(["acc"], description="acc, acc_norm, acc_bytes, exact_match, f1, rouge_l, ...")
+    description: str = Field("", description="text before the examples")
+    num_fewshot: int = Field(0, ge=0, description="default number of in-context examples")
+    target_delimiter: str = Field(" ", description="between a question and its answer")
+    fewshot_delimiter: str = Field("\n\n", description="between solved examples")
+    cot_trigger: str = Field("", description="chain-of-thought phrase added in --cot mode")
+    chat: bool = Field(False, description="render prompts through the model's chat template")
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        from lmforge.eval.metrics import METRICS
+
+        unknown = sorted(set(names) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+        return names
+
+
+def load_custom_task(path: str | Path) -> Task:
+    path = Path(path)
+    spec = build(CustomTask, read_yaml(path), str(path))
+    if (spec.choices is None) == (spec.generate is None):
+        raise ValueError(f"{path}: give exactly one of 'choices' (scored choices) or 'generate'")
+    data = path.parent / spec.data
+    fewshot = _docs(spec, path.parent / spec.fewshot_data) if spec.fewshot_data else []
+    generation = spec.generate or GenerationSpec()
+    return Task(
+        name=spec.name,
+        kind="generate" if spec.generate else "choice",
+        docs=_docs(spec, data),
+        metrics=spec.metrics,
+        fewshot_docs=fewshot,
+        num_fewshot=spec.num_fewshot,
+        description=lambda doc: spec.description,
+        target_delimiter=spec.target_delimiter,
+        fewshot_delimiter=spec.fewshot_delimiter,
+        until=generation.until,
+        max_new_tokens=generation.max_new_tokens,
+        extract=_extractor(generation.answer_pattern) if spec.generate else None,
+        cot_trigger=spec.cot_trigger,
+        chat=spec.chat,
+        source=str(data),
+    )
+
+
+def _docs(spec: CustomTask, path: Path) -> list[Doc]:
+    docs = [_doc(spec, record, source) for record, source in _records(path)
+            if all(record.get(key) == value for key, value in spec.where.items())]
+    if not docs:
+        raise ValueError(f"{path}: no records" + (f" match where={spec.where}" if spec.where else ""))
+    return docs
+
+
+def _records(path: Path):
+    for file in expand_paths(path):
+        for raw in read_raw(file):
+            if raw.error:
+                raise DataError(raw.source, raw.error)
+            if not isinstance(raw.value, dict):
+                raise DataError(raw.source, "each record must be an object with named fields")
+            yield raw.value, raw.source
+
+
+def _fill(template: str, record: dict, source: str) -> str:
+    try:
+        return template.format(**record)
+    except KeyError as err:
+        raise DataError(source, f"the template needs field {err}, the record has {sorted(record)}") from None
+
+
+def _doc(spec: CustomTask, record: dict, source: str) -> Doc:
+    query, subject, target = (_fill(template, record, source) for template in (spec.prompt, spec.subject, spec.target))
+    doc_id = str(record.get("id", source))
+    if spec.choices is None:
+        return Doc(id=doc_id, query=query, gold=target, target=target, subject=subject)
+    choices = spec.choices if isinstance(spec.choices, list) else record.get(spec.choices)
+    if not isinstance(choices, list) or not choices:
+        raise DataError(source, f"field '{spec.choices}' must hold a non-empty list of choices")
+    choices = [str(c) for c in choices]
+    return Doc(id=doc_id, query=query, gold=_gold_index(target, choices, source), choices=choices, subject=subject)
+
+
+def _gold_index(target: str, choices: list[str], source: str) -> int:
+    """An answer given as an index, a letter (A = first choice) or the choice text itself."""
+    if target in choices:
+        return choices.index(target)
+    if target.isdigit() and int(target) < len(choices):
+        return int(target)
+    if len(target) == 1 and target.isalpha() and ord(target.upper()) - ord("A") < len(choices):
+        return ord(target.upper()) - ord("A")
+    raise DataError(source, f"answer '{target}' is not a choice, a choice index or a letter; choices: {choices}")
+
+
+def _extractor(pattern: str | None):
+    if pattern is None:
+        return None
+    compiled = re.compile(pattern)
+
+    def extract(text: str) -> str | None:
+        matches = list(compiled.finditer(text))
+        return matches[-1].group(1 if compiled.groups else 0).strip() if matches else None
+
+    return extract
