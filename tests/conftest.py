@@ -78,12 +78,14 @@ def nano_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A randomly initialised nano Llama saved as a model folder, for commands that load models from disk."""
     import torch
 
-    from lmforge.models import build_from_preset, load_tokenizer, save_model
+    from lmforge.models import build_from_preset, load_tokenizer, save_model, set_stop_tokens
 
     tokenizer = load_tokenizer(tokenizer_dir)
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("nano-model")
-    save_model(build_from_preset("nano", tokenizer), tokenizer, out, [tokenizer.eos_token_id])
+    model = build_from_preset("nano", tokenizer)
+    set_stop_tokens(model, tokenizer, [tokenizer.eos_token_id])
+    save_model(model, tokenizer, out)
     return out
 
 

@@ -19,12 +19,13 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
         assert losses[-1] < losses[0]
         results = json.loads((report.parent / f"eval-{stage}" / "results.json").read_text(encoding="utf-8"))
-        assert {name: task["n"] for name, task in results["tasks"].items()} == {
-            "world_mc": 12, "world_qa": 12, "world_arithmetic": min(12, SIZES["tiny"].arithmetic_test)}
+        assert {name: task["n"] for name, task in results["tasks"].items()} == {  # the limit applies per subject
+            "world_mc": 12, "world_qa": 3 * 12, "world_arithmetic": min(12, SIZES["tiny"].arithmetic_test)}
+        assert set(results["tasks"]["world_qa"]["subjects"]) == {"fact-seen", "fact-new-wording", "fact-unseen"}
         assert f"({stage}/loss.png)" in text and (run / "loss.png").exists()
     assert "## What SFT cost and gained" in text and "| world_mc | acc |" in text
     assert "## Error analysis" in text and "| repetition |" in text
-    assert (report.parent / "retention" / "comparison.png").exists()
+    assert (report.parent / "pretrain-vs-sft" / "comparison.png").exists()
     assert (report.parent / "eval-sft" / "analysis.md").exists()
     with pytest.raises(FileExistsError, match="--overwrite"):
         run_demo(cfg)

@@ -48,13 +48,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    import json
-
     from lmforge.eval.config import EvalConfig
+    from lmforge.eval.report import read_results
     from lmforge.eval.runner import evaluate, results_table
 
     run_dir = evaluate(schema_from_args(EvalConfig, args), overwrite=args.overwrite)
-    print(results_table(json.loads((run_dir / "results.json").read_text(encoding="utf-8"))))
+    print(results_table(read_results(run_dir)))
     print(f"finished: {run_dir}")
 
 

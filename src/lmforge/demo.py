@@ -3,7 +3,6 @@ whose numbers show what each stage did."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -80,7 +79,7 @@ def evaluate_stage(model_dir: Path, world: Path, cfg: DemoConfig, overwrite: boo
 
     tasks = [str(world / "tasks" / f"{name}.yaml") for name in WORLD_TASKS]
     eval_cfg = EvalConfig(model=str(model_dir), tasks=tasks, limit=cfg.eval_limit, output_dir=cfg.output_dir,
-                          name=f"eval-{model_dir.name}", seed=cfg.seed)
+                          name=f"eval-{model_dir.name}")
     return evaluate(eval_cfg, overwrite=overwrite)
 
 
@@ -122,9 +121,10 @@ def _sample_questions(results: dict) -> list[tuple[str, str]]:
 def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seconds: float) -> None:
     from lmforge.eval.analyze import analyze_run
     from lmforge.eval.compare import compare_runs
+    from lmforge.eval.report import read_results
     from lmforge.runs import atomic_write_text
 
-    results = {stage: json.loads((folder / "results.json").read_text(encoding="utf-8")) for stage, folder in evals.items()}
+    results = {stage: read_results(folder) for stage, folder in evals.items()}
     values = {stage: report_values(result) for stage, result in results.items()}
     names = [row[0] for row in REPORT_ROWS]
     lines = [
@@ -137,7 +137,7 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     ]
     lines += [f"| {stage} | " + " | ".join(_percent(row[n]) for n in names) + " |" for stage, row in values.items()]
     lines += ["", *[f"- `{name}`: {note}" for name, *_, note in REPORT_ROWS]]
-    _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "retention")
+    _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
     lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
     analysis = analyze_run(evals["sft"])
     lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",

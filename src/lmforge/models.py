@@ -113,10 +113,14 @@ def count_parameters(model, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def save_model(model, tokenizer, out: Path, stop_ids: list[int]) -> None:
-    """Safetensors weights, tokenizer with its chat template, and stop tokens that include the end-of-turn."""
+def set_stop_tokens(model, tokenizer, stop_ids: list[int]) -> None:
+    """Generation stops at these tokens (EOS and the template's end-of-turn), in memory and once saved."""
     model.generation_config.eos_token_id = stop_ids
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """Safetensors weights, generation config and the tokenizer with its chat template."""
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 

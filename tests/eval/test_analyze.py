@@ -40,6 +40,9 @@ CASES = [
            reference="他出生在凯尔马。", prompt=f"{ZH}\n\nAnswer the question above in one short sentence please",
            query=ZH),  # the prompt's last block is English, the question (query) is not
     sample("wrong", "Tovin", ["wrong_answer"]),
+    # A worked answer to a short reference is not over-length, and words the model uses in 3+ outputs are words.
+    *[sample(f"worked{i}", f"First, 12 + {i} = {12 + i}. The answer is {12 + i}.", [], gold=str(12 + i),
+             reference=str(12 + i), correct=True) for i in range(3)],
 ]
 
 
@@ -66,8 +69,8 @@ def test_each_crafted_sample_lands_in_exactly_its_categories():
 def test_counts_shares_accuracy_and_evidence():
     analysis = analyze_results(results([record for record, _ in CASES]))
     overall = analysis["overall"]
-    assert overall["n"] == len(CASES) and overall["accuracy"] == pytest.approx(8 / 15)
-    assert overall["categories"]["wrong_answer"] == {"count": 7, "share": pytest.approx(7 / 15), "examples": []}
+    assert overall["n"] == len(CASES) == 18 and overall["accuracy"] == pytest.approx(11 / 18)
+    assert overall["categories"]["wrong_answer"] == {"count": 7, "share": pytest.approx(7 / 18), "examples": []}
     task = analysis["tasks"]["qa"]["categories"]
     assert len(task["repetition"]["examples"]) == 3  # max_examples
     assert task["repetition"]["examples"][0]["evidence"] == '"the oruna river" x3'
@@ -80,7 +83,7 @@ def test_analyze_run_writes_the_three_files(tmp_path):
     md = analyze_run(tmp_path)
     assert md == tmp_path / "analysis.md"
     text = md.read_text(encoding="utf-8")
-    assert "| repetition | 4 (26.7%) | 4 (26.7%) |" in text and "florbix" in text
+    assert "| repetition | 4 (22.2%) | 4 (22.2%) |" in text and "florbix" in text
     assert json.loads((tmp_path / "analysis.json").read_text())["overall"]["n"] == len(CASES)
     assert (tmp_path / "analysis.png").read_bytes().startswith(b"\x89PNG")
     assert not list(tmp_path.glob("*.tmp"))

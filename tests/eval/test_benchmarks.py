@@ -176,7 +176,7 @@ def test_hellaswag_applies_lm_evals_preprocessing(tmp_path):
 
 
 @pytest.mark.parametrize("line, problem", [
-    ("{not json", "not valid JSON"),
+    ("{not json", "invalid JSON"),
     ('{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["d"]}', "missing field 'label'"),
     ('{"activity_label": "a", "ctx_a": "b", "ctx_b": "c", "endings": ["d"], "label": 1}', "label 1 is not the index"),
     ("[1, 2]", "expected a JSON object"),

@@ -68,7 +68,11 @@ metrics: [exact_match, rouge_l]
     ("prompt: '{missing}'\nchoices: [a, b]\n", r"data.jsonl:1: the template needs field 'missing'"),
     ("prompt: '{q}'\ntarget: '{a}'\nchoices: [a, b]\n", r"data.jsonl:2: answer 'c' is not a choice"),
     ("prompt: '{q}'\ntarget: '{a}'\n", "exactly one of 'choices'"),
-    ("prompt: '{q}'\nchoices: [a]\nmetrics: [accuracy]\n", r"unknown metric\(s\) \['accuracy'\]"),
+    ("prompt: '{q}'\nchoices: [a]\nmetrics: [accuracy]\n", r"unknown metric\(s\) \['accuracy'\] for a choice task"),
+    ("prompt: '{q}'\nchoices: [a]\nmetrics: [acc, rouge_l]\n", r"unknown metric\(s\) \['rouge_l'\] for a choice task"),
+    ("prompt: '{q}'\ngenerate: {}\nmetrics: [acc_norm]\n", r"\['acc_norm'\] for a generate task"),
+    ("prompt: '{q}'\ngenerate: {answer_pattern: '(\\d'}\n", "answer_pattern is not a valid regular expression"),
+    ("prompt: '{q} {0}'\nchoices: [a]\n", r"data.jsonl:1: bad template"),
     ("prompt: '{q}'\nchoices: [a]\nwhere: {q: nothing}\n", "no records match"),
     ("prompt: '{q}'\nchoise: [a]\n", "did you mean 'choices'"),
 ])

@@ -137,4 +137,6 @@ def test_summarize_reports_stderr_classes_and_subjects():
     assert summary["details"]["per_class"]["neg"]["support"] == 2
     assert summary["subjects"]["a"]["acc"] == 0.5 and summary["subjects"]["b"] == pytest.approx(
         {"acc": 1.0, "f1_macro": 1.0, "n": 2})
-    assert "subjects" not in summarize(["acc"], samples[:1]) and "details" not in summarize(["acc"], samples)
+    assert summarize(["acc"], samples[:1])["subjects"] == {"a": {"acc": 1.0, "n": 1}}
+    assert "details" not in summarize(["acc"], samples)
+    assert "subjects" not in summarize(["acc"], [{**s, "subject": ""} for s in samples])

@@ -80,3 +80,24 @@ def test_task_specs_are_checked_before_any_model_loads(tmp_path):
         load_tasks(["cmmlu"])
     with pytest.raises(ValueError, match="did you mean 'cmmlu'"):
         load_tasks([f"cmmlo={tmp_path}"])
+
+
+def test_limit_keeps_the_first_docs_of_every_subject():
+    from lmforge.eval.runner import first_of_each_subject
+    from lmforge.eval.task import Doc
+
+    docs = [Doc(f"{s}{i}", "q", 0, subject=s) for s in "ab" for i in range(3)]
+    assert [d.id for d in first_of_each_subject(docs, 2)] == ["a0", "a1", "b0", "b1"]
+
+
+def test_task_lists_are_checked_for_clashes_empties_and_subjects(tiny_world, tmp_path):
+    qa = str(tiny_world / "tasks" / "world_qa.yaml")
+    with pytest.raises(ValueError, match="two tasks are named world_qa"):
+        load_tasks([qa, qa])
+    (tmp_path / "test.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="no documents to evaluate"):
+        load_tasks([f"gsm8k={tmp_path}"])
+    [task] = load_tasks([qa], ["fact-unseen"])
+    assert task.docs and {d.subject for d in task.docs} == {"fact-unseen"}
+    with pytest.raises(ValueError, match="no subject fact-unknown; its subjects are fact-new-wording"):
+        load_tasks([qa], ["fact-unknown"])

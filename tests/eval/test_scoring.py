@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from lmforge.eval.scoring import ChoiceRequest, encode_choices, encode_text, score_choices
+from lmforge.eval.scoring import ChoiceRequest, encode_choices, tokenize_context, score_choices
 from lmforge.models import build_from_preset
 
 CONTEXTS = [
@@ -75,7 +75,7 @@ def test_a_tokenizer_that_adds_bos_gets_it_once(tokenizer_dir):
     assert request.context[0] == tokenizer.bos_token_id and request.context.count(tokenizer.bos_token_id) == 1
     assert request.continuations[0] == tokenizer(" Kelmar", add_special_tokens=False)["input_ids"][-len(
         request.continuations[0]):]
-    assert encode_text(tokenizer, tokenizer.bos_token + "Answer:") == request.context
+    assert tokenize_context(tokenizer, tokenizer.bos_token + "Answer:") == request.context
 
 
 def test_long_contexts_lose_their_oldest_tokens(tokenizer):

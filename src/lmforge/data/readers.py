@@ -134,7 +134,7 @@ def _json_problem(err: json.JSONDecodeError) -> str:
 
 def _read_json(path: Path) -> Iterator[RawRecord]:
     """Read a JSON array; a ``.json`` file that is really JSON Lines is read as such."""
-    text = _decode(path.read_bytes(), path, 1)
+    text = read_text(path)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
@@ -165,8 +165,13 @@ def _json_records(document: Any, path: Path) -> list:
     )
 
 
+def read_text(path: Path) -> str:
+    """A whole file as UTF-8 text, naming the line of any bad byte."""
+    return _decode(path.read_bytes(), path, 1)
+
+
 def _read_csv(path: Path) -> Iterator[RawRecord]:
-    rows = _csv_rows(path)
+    rows = csv_rows(path)
     _, header = next(rows, (1, None))
     if header is None:
         return
@@ -175,7 +180,7 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
             yield _csv_record(f"{path}:{line}", header, cells)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line number, cells) per CSV row; a quoted cell may span several lines."""
     reader = csv.reader(_decoded_lines(path))
     first_line = 1

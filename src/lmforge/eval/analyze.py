@@ -16,8 +16,8 @@ from lmforge.eval.metrics import is_json, latin_words, script_shares, word_token
 from lmforge.eval.report import markdown_table, read_results, run_label, write_report
 
 NGRAM, NGRAM_REPEATS, LINE_REPEATS = 3, 3, 2
-LENGTH_RATIO = 3
-NON_WORD_SHARE, MIN_WORDS = 0.2, 3
+LENGTH_RATIO, MIN_REFERENCE_CHARS = 3, 32
+NON_WORD_SHARE, MIN_WORDS, CONSISTENT_OUTPUTS = 0.2, 3, 3
 PRIMARY_METRICS = ("exact_match", "acc")
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>]*?\|>|</?s>")
 _FENCE = re.compile(r"```[\w-]*")
@@ -48,11 +48,14 @@ def _most_common(counter: Counter) -> tuple:
 
 
 def _over_length(sample: dict, vocab: set) -> str | None:
-    """The answer ran on: stopped by max_new_tokens, or more than 3x the reference's characters."""
+    """The answer ran on: stopped by max_new_tokens, or more than 3x the reference's characters.
+
+    References shorter than MIN_REFERENCE_CHARS count as that long: a worked answer to "12 + 30" is not rambling.
+    """
     if sample.get("finish_reason") == "length":
         return f"hit max_new_tokens ({sample.get('max_new_tokens')})"
     reference, output = sample.get("reference") or "", sample["output"]
-    if reference and len(output) > LENGTH_RATIO * len(reference):
+    if reference and len(output) > LENGTH_RATIO * max(len(reference), MIN_REFERENCE_CHARS):
         return f"{len(output)} characters, reference {len(reference)}"
     return None
 
@@ -135,9 +138,14 @@ def analyze_results(results: dict, max_examples: int = 3) -> dict:
 
 
 def _vocabulary(results: dict) -> set[str]:
-    """Every Latin word in the run's prompts, golds and references: the words an answer can be expected to use."""
-    return {word for task in results["tasks"].values() for sample in task["samples"]
-            for key in ("prompt", "gold", "reference") for word in latin_words(str(sample.get(key) or ""))}
+    """The words an answer can be expected to use: those of the run's prompts, golds and references, and those the
+    model itself writes in at least CONSISTENT_OUTPUTS outputs (its answer style: "First", "Then"); a misspelling
+    or a made-up word is rarer than that."""
+    samples = [sample for task in results["tasks"].values() for sample in task["samples"]]
+    known = {word for sample in samples for key in ("prompt", "gold", "reference")
+             for word in latin_words(str(sample.get(key) or ""))}
+    used = Counter(word for sample in samples for word in set(latin_words(sample.get("output") or "")))
+    return known | {word for word, outputs in used.items() if outputs >= CONSISTENT_OUTPUTS}
 
 
 def _categorize(sample: dict, vocab: set) -> dict[str, str]:

@@ -8,9 +8,7 @@ the benchmark authors ship rather than from the Hugging Face Hub. Few-shot examp
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -18,7 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from lmforge.data import DataError
+from lmforge.data import DataError, read_raw
+from lmforge.data.readers import csv_rows, read_text
 from lmforge.eval.task import Doc, Task
 
 LETTERS = ["A", "B", "C", "D"]
@@ -135,48 +134,26 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _read_text(file: Path) -> str:
-    """The whole file as UTF-8 (a byte-order mark, as Excel writes for Chinese CSVs, is dropped)."""
-    data = file.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{file}:{line}", "not valid UTF-8; save the file as UTF-8") from None
-
-
 def _csv_rows(file: Path) -> list[tuple[str, list[str]]]:
     """Non-empty rows, each with the physical line it starts on (a quoted cell may span several lines)."""
-    reader = csv.reader(io.StringIO(_read_text(file), newline=""))
-    rows, line = [], 1
-    try:
-        for row in reader:
-            if row:
-                rows.append((f"{file}:{line}", row))
-            line = reader.line_num + 1
-    except csv.Error as err:
-        raise DataError(f"{file}:{line}", f"unreadable CSV: {err}") from None
-    return rows
+    return [(f"{file}:{line}", cells) for line, cells in csv_rows(file) if cells]
 
 
 def _records(file: Path) -> list[tuple[str, dict]]:
     """JSON objects of a JSON Lines file, or of a `.json` file holding a list, each with the line it starts on."""
-    text = _read_text(file)
-    items = _json_list_items(file, text) if file.suffix.lower() == ".json" else _jsonl_items(file, text)
+    items = _json_list_items(file, read_text(file)) if file.suffix.lower() == ".json" else _jsonl_items(file)
     for where, item in items:
         if not isinstance(item, dict):
             raise DataError(where, f"expected a JSON object, got {type(item).__name__}")
     return items
 
 
-def _jsonl_items(file: Path, text: str) -> list[tuple[str, Any]]:
+def _jsonl_items(file: Path) -> list[tuple[str, Any]]:
     items = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            try:
-                items.append((f"{file}:{number}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{file}:{number}", f"not valid JSON: {err.msg} (column {err.colno})") from None
+    for raw in read_raw(file):
+        if raw.error:
+            raise DataError(raw.source, raw.error)
+        items.append((raw.source, raw.value))
     return items
 
 
@@ -188,7 +165,7 @@ def _json_list_items(file: Path, text: str) -> list[tuple[str, Any]]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"{file}:{err.lineno}", f"not valid JSON: {err.msg} (column {err.colno})") from None
+        raise DataError(f"{file}:{err.lineno}", f"invalid JSON: {err.msg} (column {err.colno})") from None
     if not isinstance(document, list):
         raise DataError(f"{file}:1", "expected a JSON list of questions")
     decoder, items, pos = json.JSONDecoder(), [], text.index("[") + 1

@@ -16,18 +16,19 @@ class EvalConfig(Section):
         description="benchmark=PATH (mmlu, ceval, cmmlu, arc, hellaswag, truthfulqa_mc1, truthfulqa_mc2, gsm8k, "
         "gsm8k_cot) or a custom task YAML file"
     )
-    subjects: list[str] = Field([], description="only these subjects of subject-split benchmarks (file stems)")
+    subjects: list[str] = Field(
+        [], description="only these subjects (file stems of mmlu/ceval/cmmlu, or a custom task's subject values)"
+    )
     num_fewshot: int | None = Field(None, ge=0, description="in-context examples from the dev split (None: the task's)")
     chat: bool = Field(False, description="render each prompt through the model's chat template")
     cot: bool = Field(False, description="chain-of-thought: add the task's trigger phrase before generation")
-    limit: int = Field(0, ge=0, description="evaluate only the first N documents of each task (0: all)")
+    limit: int = Field(0, ge=0, description="evaluate only the first N documents of each task's subjects (0: all)")
     max_new_tokens: int | None = Field(None, ge=1, description="generation length (None: the task's)")
     max_length: int | None = Field(None, ge=8, description="context window in tokens (None: the model's)")
     batch_tokens: int = Field(16384, ge=1, description="token budget of one log-likelihood batch")
     batch_size: int = Field(32, ge=1, description="prompts per generation batch")
-    bootstrap_iters: int = Field(1000, ge=0, description="bootstrap resamples for standard errors")
+    bootstrap_iters: int = Field(1000, ge=2, description="bootstrap resamples for standard errors")
     name: str | None = Field(None, description="run folder name (default: eval-<model folder name>)")
     output_dir: str = Field("runs", description="folder that holds run folders")
     device: str = Field("auto", description="auto, cpu, cuda, ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
-    seed: int = Field(1234, description="seed for sampling and bootstrap")

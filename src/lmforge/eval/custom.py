@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmforge.config import Section, build, read_yaml
 from lmforge.data import DataError, expand_paths, read_raw
@@ -18,6 +18,16 @@ class GenerationSpec(Section):
     answer_pattern: str | None = Field(
         None, description="regex whose first group (last match) is the answer; None keeps the stripped output"
     )
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"answer_pattern is not a valid regular expression: {err}") from None
+        return pattern
 
 
 class CustomTask(Section):
@@ -40,42 +50,41 @@ class CustomTask(Section):
     cot_trigger: str = Field("", description="chain-of-thought phrase added in --cot mode")
     chat: bool = Field(False, description="render prompts through the model's chat template")
 
-    @field_validator("metrics")
-    @classmethod
-    def _known_metrics(cls, names: list[str]) -> list[str]:
-        from lmforge.eval.metrics import METRICS
+    @model_validator(mode="after")
+    def _one_kind_with_its_metrics(self) -> "CustomTask":
+        from lmforge.eval.metrics import CHOICE_METRICS, GENERATE_METRICS
 
-        unknown = sorted(set(names) - set(METRICS))
+        if (self.choices is None) == (self.generate is None):
+            raise ValueError("give exactly one of 'choices' (scored choices) or 'generate'")
+        kind, valid = ("generate", GENERATE_METRICS) if self.generate else ("choice", CHOICE_METRICS - {"mc2"})
+        unknown = sorted(set(self.metrics) - valid)
         if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
-        return names
+            raise ValueError(f"unknown metric(s) {unknown} for a {kind} task; choose from {sorted(valid)}")
+        return self
 
 
 def load_custom_task(path: str | Path) -> Task:
     path = Path(path)
     spec = build(CustomTask, read_yaml(path), str(path))
-    if (spec.choices is None) == (spec.generate is None):
-        raise ValueError(f"{path}: give exactly one of 'choices' (scored choices) or 'generate'")
     data = path.parent / spec.data
-    fewshot = _docs(spec, path.parent / spec.fewshot_data) if spec.fewshot_data else []
-    generation = spec.generate or GenerationSpec()
-    return Task(
+    task = Task(
         name=spec.name,
         kind="generate" if spec.generate else "choice",
         docs=_docs(spec, data),
         metrics=spec.metrics,
-        fewshot_docs=fewshot,
+        fewshot_docs=_docs(spec, path.parent / spec.fewshot_data) if spec.fewshot_data else [],
         num_fewshot=spec.num_fewshot,
         description=lambda doc: spec.description,
         target_delimiter=spec.target_delimiter,
         fewshot_delimiter=spec.fewshot_delimiter,
-        until=generation.until,
-        max_new_tokens=generation.max_new_tokens,
-        extract=_extractor(generation.answer_pattern) if spec.generate else None,
         cot_trigger=spec.cot_trigger,
         chat=spec.chat,
         source=str(data),
     )
+    if spec.generate:
+        task.until, task.max_new_tokens = spec.generate.until, spec.generate.max_new_tokens
+        task.extract = _extractor(spec.generate.answer_pattern)
+    return task
 
 
 def _docs(spec: CustomTask, path: Path) -> list[Doc]:
@@ -101,11 +110,13 @@ def _fill(template: str, record: dict, source: str) -> str:
         return template.format(**record)
     except KeyError as err:
         raise DataError(source, f"the template needs field {err}, the record has {sorted(record)}") from None
+    except (IndexError, ValueError) as err:
+        raise DataError(source, f"bad template {template!r} ({err}); write literal braces as {{{{ }}}}") from None
 
 
 def _doc(spec: CustomTask, record: dict, source: str) -> Doc:
     query, subject, target = (_fill(template, record, source) for template in (spec.prompt, spec.subject, spec.target))
-    doc_id = str(record.get("id", source))
+    doc_id = str(record.get("id", Path(source).name))
     if spec.choices is None:
         return Doc(id=doc_id, query=query, gold=target, target=target, subject=subject)
     choices = spec.choices if isinstance(spec.choices, list) else record.get(spec.choices)

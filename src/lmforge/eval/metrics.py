@@ -279,7 +279,7 @@ def summarize(names: list[str], samples: list[dict], iters: int = 1000) -> dict:
     if CORPUS_METRICS.intersection(names):
         summary["details"] = classification_report(samples)
     subjects = sorted({sample.get("subject") for sample in samples} - {None, ""})
-    if len(subjects) > 1:
+    if subjects:
         summary["subjects"] = {subject: _subject_values(names, [s for s in samples if s.get("subject") == subject])
                                for subject in subjects}
     return summary

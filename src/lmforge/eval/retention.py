@@ -17,6 +17,7 @@ class RetentionCheck:
         self.tasks: list[Task] = load_tasks(section.retention_tasks)
         self.cfg = EvalConfig(model=model_label, tasks=section.retention_tasks, limit=section.limit,
                               num_fewshot=section.num_fewshot)
+        self.model_label = model_label
         self.threshold = section.threshold
         self.folder = folder
         self.before: dict | None = None
@@ -37,7 +38,8 @@ class RetentionCheck:
 
         training = model.training
         model.eval()
-        results = evaluate_tasks(model, tokenizer, self.tasks, self.cfg)
+        cfg = self.cfg.model_copy(update={"model": f"{self.model_label} ({label} training)"})
+        results = evaluate_tasks(model, tokenizer, self.tasks, cfg)
         model.train(training)
         (self.folder / label).mkdir(parents=True, exist_ok=True)
         write_results(self.folder / label, results)

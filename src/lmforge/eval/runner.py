@@ -4,42 +4,61 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections import Counter
 from pathlib import Path
 
 from lmforge.eval.config import EvalConfig
-from lmforge.eval.prompting import as_chat, build_prompt, prompt_prefix
-from lmforge.eval.task import Task
+from lmforge.eval.prompting import Prompt, as_chat, build_prompts
+from lmforge.eval.task import Doc, Task
 
 log = logging.getLogger("lmforge.eval")
 
 
 def load_tasks(specs: list[str], subjects: list[str] | None = None) -> list[Task]:
-    """`benchmark=PATH` loads a standard benchmark; a `.yaml` path loads a custom task."""
+    """`benchmark=PATH` loads a standard benchmark, a `.yaml` file a custom task; all checked before any model loads."""
+    tasks = [_load_task(spec, subjects) for spec in specs]
+    names = [task.name for task in tasks]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"two tasks are named {', '.join(repeated)}; evaluate them in separate runs or rename one")
+    return tasks
+
+
+def _load_task(spec: str, subjects: list[str] | None) -> Task:
     from lmforge.eval.benchmarks import load_benchmark
     from lmforge.eval.custom import load_custom_task
 
-    tasks = []
-    for spec in specs:
-        if "=" in spec:
-            name, path = spec.split("=", 1)
-            tasks.append(load_benchmark(name.strip(), path.strip(), subjects or None))
-        elif spec.endswith((".yaml", ".yml")):
-            tasks.append(load_custom_task(spec))
-        else:
-            raise ValueError(f"task '{spec}': write benchmark=PATH (e.g. cmmlu=data/cmmlu) or a task YAML file")
-    return tasks
+    if spec.endswith((".yaml", ".yml")):
+        task = _only_subjects(load_custom_task(spec), subjects)
+    elif "=" in spec:
+        name, path = spec.split("=", 1)
+        task = load_benchmark(name.strip(), path.strip(), subjects or None)
+    else:
+        raise ValueError(f"task '{spec}': write benchmark=PATH (e.g. cmmlu=data/cmmlu) or a task YAML file")
+    if not task.docs:
+        raise ValueError(f"{task.source}: no documents to evaluate")
+    return task
+
+
+def _only_subjects(task: Task, subjects: list[str] | None) -> Task:
+    """A custom task narrowed to the requested subjects (its `subject` template), when it has subjects at all."""
+    known = sorted({doc.subject for doc in task.docs} - {""})
+    if not subjects or not known:
+        return task
+    missing = sorted(set(subjects) - set(known))
+    if missing:
+        raise ValueError(f"{task.name}: no subject {', '.join(missing)}; its subjects are {', '.join(known)}")
+    task.docs = [doc for doc in task.docs if doc.subject in subjects]
+    return task
 
 
 def evaluate(cfg: EvalConfig, overwrite: bool = False) -> Path:
     """Evaluate a model on every task and publish `results.json`, `results.md` and `results.png`."""
-    import torch
-
     from lmforge.models import load_for_inference
     from lmforge.runs import Run
 
     tasks = load_tasks(cfg.tasks, cfg.subjects)
     with Run(cfg.output_dir, cfg.name or f"eval-{Path(cfg.model).name}", overwrite).start(cfg) as run:
-        torch.manual_seed(cfg.seed)
         model, tokenizer = load_for_inference(cfg.model, cfg.device, adapter=cfg.adapter, dtype=cfg.dtype)
         results = evaluate_tasks(model, tokenizer, tasks, cfg)
         write_results(run.dir, results)
@@ -65,35 +84,46 @@ def run_task(model, tokenizer, task: Task, cfg: EvalConfig) -> dict:
 
     from lmforge.eval.metrics import summarize
 
-    docs = task.docs[: cfg.limit] if cfg.limit else task.docs
+    docs = first_of_each_subject(task.docs, cfg.limit) if cfg.limit else task.docs
     k = task.num_fewshot if cfg.num_fewshot is None else cfg.num_fewshot
-    prompts = [build_prompt(task, doc, k, cfg.cot and task.kind == "generate") for doc in docs]
+    prompts = build_prompts(task, docs, k, cfg.cot and task.kind == "generate")
     chat = cfg.chat or task.chat
     if chat:
-        prompts = [as_chat(tokenizer, prompt) for prompt in prompts]
+        prompts = [Prompt(p.prefix, as_chat(tokenizer, p.text)) for p in prompts]
     with tqdm(total=len(docs), desc=task.name, unit="doc") as bar:
         if task.kind == "choice":
-            samples = _choice_samples(model, tokenizer, task, docs, prompts, cfg, bar.update, k, chat)
+            samples = _choice_samples(model, tokenizer, task, docs, prompts, cfg, bar.update, chat)
         else:
-            samples = _generation_samples(model, tokenizer, task, docs, prompts, cfg, bar.update)
+            samples = _generation_samples(model, tokenizer, task, docs, [p.text for p in prompts], cfg, bar.update)
     summary = summarize(task.metrics, samples, iters=cfg.bootstrap_iters)
     return {"kind": task.kind, "n": len(samples), "num_fewshot": k, "source": task.source, **summary,
             "samples": samples}
 
 
-def _choice_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalConfig, progress, k: int,
+def first_of_each_subject(docs: list[Doc], limit: int) -> list[Doc]:
+    """The first `limit` docs of every subject, in their order: lm-eval limits each subtask the same way."""
+    seen: Counter = Counter()
+    kept = []
+    for doc in docs:
+        seen[doc.subject] += 1
+        if seen[doc.subject] <= limit:
+            kept.append(doc)
+    return kept
+
+
+def _choice_samples(model, tokenizer, task: Task, docs: list[Doc], prompts: list[Prompt], cfg: EvalConfig, progress,
                     chat: bool) -> list[dict]:
     """Scores every choice; docs that share a few-shot prefix are grouped so the scorer can share its pass."""
     from lmforge.eval.metrics import choice_sample_metrics
     from lmforge.eval.scoring import encode_choices, score_choices
 
     delimiter = "" if chat else task.target_delimiter
-    requests = [encode_choices(tokenizer, p, [delimiter + c for c in d.choices], group=prompt_prefix(task, d, k))
+    requests = [encode_choices(tokenizer, p.text, [delimiter + c for c in d.choices], group=p.prefix)
                 for d, p in zip(docs, prompts)]
     scores = score_choices(model, requests, context_window(model, cfg), cfg.batch_tokens, progress)
     return [
-        {"id": doc.id, "subject": doc.subject, "query": doc.query, "prompt": prompt, "choices": doc.choices, "scores": row,
-         "prediction": max(range(len(row)), key=row.__getitem__), "gold": doc.gold,
+        {"id": doc.id, "subject": doc.subject, "query": doc.query, "prompt": prompt.text, "choices": doc.choices,
+         "scores": row, "prediction": max(range(len(row)), key=row.__getitem__), "gold": doc.gold,
          "metrics": choice_sample_metrics(task.metrics, row, doc.choices, doc.gold, doc.extra)}
         for doc, prompt, row in zip(docs, prompts, scores)
     ]
@@ -101,14 +131,14 @@ def _choice_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalConfig
 
 def _generation_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalConfig, progress) -> list[dict]:
     from lmforge.eval.metrics import generation_sample_metrics
-    from lmforge.eval.scoring import encode_text
+    from lmforge.eval.scoring import tokenize_context
     from lmforge.generate import generate_batch
 
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     room = context_window(model, cfg) - max_new_tokens
     if room < 1:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the context window")
-    ids = [encode_text(tokenizer, p)[-room:] for p in prompts]
+    ids = [tokenize_context(tokenizer, p)[-room:] for p in prompts]
     completions = generate_batch(model, tokenizer, ids, max_new_tokens, batch_size=cfg.batch_size, stop=task.until,
                                  on_batch=progress)
     samples = []
@@ -124,9 +154,10 @@ def _generation_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalCo
 
 
 def context_window(model, cfg: EvalConfig) -> int:
-    """The configured window, else the model's trained positions (lm-eval's default order)."""
+    """The configured window, else the model's trained positions, else 2048 (lm-eval's order)."""
     config = model.config
-    return cfg.max_length or getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 2048)
+    trained = (getattr(config, name, None) for name in ("n_positions", "max_position_embeddings", "n_ctx"))
+    return cfg.max_length or next((n for n in trained if n), 2048)
 
 
 def _headline(task_result: dict) -> str:

@@ -8,6 +8,7 @@ share one pass over those tokens too.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -38,21 +39,21 @@ def encode_choices(tokenizer, context: str, choices: Sequence[str], group: str =
     spaces = context[len(stripped):]
     if not stripped:
         start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
-        return ChoiceRequest(start, [_plain(tokenizer, spaces + choice) for choice in choices], group)
-    head = encode_text(tokenizer, stripped)
-    tails = [encode_text(tokenizer, stripped + spaces + choice)[len(head):] for choice in choices]
+        return ChoiceRequest(start, [_without_special_tokens(tokenizer, spaces + choice) for choice in choices], group)
+    head = tokenize_context(tokenizer, stripped)
+    tails = [tokenize_context(tokenizer, stripped + spaces + choice)[len(head):] for choice in choices]
     return ChoiceRequest(head, tails, group)
 
 
-def encode_text(tokenizer, text: str) -> list[int]:
+def tokenize_context(tokenizer, text: str) -> list[int]:
     """Tokens with the tokenizer's own special tokens (a Llama BOS), unless the text already starts with BOS."""
     bos = tokenizer.bos_token
     if bos and text.startswith(bos):
-        return _plain(tokenizer, text)
+        return _without_special_tokens(tokenizer, text)
     return list(tokenizer(text)["input_ids"])
 
 
-def _plain(tokenizer, text: str) -> list[int]:
+def _without_special_tokens(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -65,7 +66,7 @@ def score_choices(
 ) -> list[list[float]]:
     """Sum of log p(continuation | context) for every continuation of every request.
 
-    Requests run longest-context first in batches of about `batch_tokens` tokens (cache copies included).
+    Requests run in batches of about `batch_tokens` tokens (cache copies included), similar lengths together.
     Contexts longer than `max_length` minus the longest continuation lose their oldest tokens.
     """
     requests = [_fit(request, max_length) for request in requests]
@@ -83,15 +84,16 @@ def _fit(request: ChoiceRequest, max_length: int | None) -> ChoiceRequest:
         raise ValueError("every request needs a context and non-empty continuations")
     if max_length is None:
         return request
-    room = max_length + 1 - max(len(c) for c in request.continuations)
+    longest = max(len(c) for c in request.continuations)
+    room = max_length + 1 - longest
     if room < 1:
-        raise ValueError(f"a continuation of {room + max_length} tokens does not fit in max_length {max_length}")
+        raise ValueError(f"a continuation of {longest} tokens does not fit in max_length {max_length}")
     return dataclasses.replace(request, context=request.context[-room:])
 
 
 def _batches(requests: Sequence[ChoiceRequest], batch_tokens: int) -> list[list[int]]:
-    """Group by group, longest contexts first; a batch grows while its context pass plus cached continuation pass
-    fit in the budget."""
+    """Group by group, and by context length (longest first) within a group; a batch holds one group and grows
+    while its context pass plus cached continuation pass fit in the budget."""
     order = sorted(range(len(requests)), key=lambda i: (requests[i].group, -len(requests[i].context)))
     batches: list[list[int]] = []
     width = pairs = longest = 0
@@ -112,7 +114,8 @@ def _batches(requests: Sequence[ChoiceRequest], batch_tokens: int) -> list[list[
 def _score_batch(model, batch: list[ChoiceRequest]) -> list[list[float]]:
     first, cache, mask = _run_contexts(model, [r.context for r in batch])
     pairs = [(row, c) for row, r in enumerate(batch) for c in r.continuations]
-    scores = [first[row, c[0]].item() for row, c in pairs]
+    rows = torch.tensor([row for row, _ in pairs], device=first.device)
+    scores = first[rows, torch.tensor([c[0] for _, c in pairs], device=first.device)].tolist()
     rest = [k for k, (_, c) in enumerate(pairs) if len(c) > 1]
     if rest:
         tails = _score_tails(model, cache, mask, [pairs[k] for k in rest])
@@ -143,8 +146,13 @@ def _run_contexts(model, contexts: list[list[int]]):
     mask = torch.cat([torch.ones(len(contexts), shared, dtype=own.dtype, device=device), own], dim=1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                logits_to_keep=1)
+                **_last_logits_only(model))
     return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values, mask
+
+
+def _last_logits_only(model) -> dict:
+    """`logits_to_keep=1` where the model takes it (every transformers causal LM; remote code may not)."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 
 def _shared_prefix_length(contexts: list[list[int]]) -> int:
@@ -168,8 +176,7 @@ def _score_tails(model, cache, context_mask: torch.Tensor, pairs: list[tuple[int
     mask = torch.cat([context_mask[rows], tail_mask], dim=1)
     start = context_mask[rows].sum(-1, keepdim=True)
     positions = start + torch.arange(length, device=device)
-    logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache).logits
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache).logits.float()
     targets = torch.tensor([c[1:] + [0] * (length + 1 - len(c)) for _, c in pairs], device=device)
-    picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * tail_mask
-    return picked.sum(-1).tolist()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (picked * tail_mask).sum(-1).tolist()

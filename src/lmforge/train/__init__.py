@@ -12,7 +12,7 @@ log = logging.getLogger("lmforge.train")
 
 def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     """Run one stage end to end and return the finished run folder (the trained model lives in it)."""
-    from lmforge.models import load_model, save_model
+    from lmforge.models import load_model, save_model, set_stop_tokens
     from lmforge.plots import plot_metric
     from lmforge.runs import Run, atomic_write_text, model_card, read_metrics
     from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
@@ -23,6 +23,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         template_label = describe_template(recipe.data.template, tokenizer)
         tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
         stop_ids = _stop_ids(tokenizer, end_of_turn_ids(tokenizer, tokenizer.chat_template))
+        set_stop_tokens(model, tokenizer, stop_ids)
         if recipe.stage == "sft":
             preflight(tokenizer, tokenizer.chat_template, stop_ids)
         train_set = _prepare(recipe.data.train, recipe, tokenizer)
@@ -33,7 +34,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         if retention:
             retention.measure_before(model, tokenizer)
         final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows)
-        save_model(model, tokenizer, run.dir, stop_ids)
+        save_model(model, tokenizer, run.dir)
         plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
         sections = {}
         if retention:
