@@ -96,18 +96,22 @@ def _batches(requests: Sequence[ChoiceRequest], batch_tokens: int) -> list[list[
     while its context pass plus cached continuation pass fit in the budget."""
     order = sorted(range(len(requests)), key=lambda i: (requests[i].group, -len(requests[i].context)))
     batches: list[list[int]] = []
-    width = pairs = longest = 0
     for index in order:
-        request = requests[index]
-        grown = (pairs + len(request.continuations), max(longest, *map(len, request.continuations)))
-        same_group = batches and requests[batches[-1][0]].group == request.group
-        if same_group and (len(batches[-1]) + 1) * width + grown[0] * (width + grown[1]) <= batch_tokens:
-            batches[-1].append(index)
-            pairs, longest = grown
+        batch = batches[-1] if batches else []
+        if batch and requests[batch[0]].group == requests[index].group and \
+                _batch_cost([requests[i] for i in batch + [index]]) <= batch_tokens:
+            batch.append(index)
         else:
             batches.append([index])
-            width, pairs, longest = len(request.context), len(request.continuations), max(map(len, request.continuations))
     return batches
+
+
+def _batch_cost(batch: list[ChoiceRequest]) -> int:
+    """Tokens of the padded context pass plus the continuation pass over a copy of the cache per choice."""
+    width = max(len(r.context) for r in batch)
+    choices = sum(len(r.continuations) for r in batch)
+    longest = max(len(c) for r in batch for c in r.continuations)
+    return len(batch) * width + choices * (width + longest)
 
 
 @torch.no_grad()
