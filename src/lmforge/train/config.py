@@ -79,6 +79,26 @@ class OptimConfig(Section):
     save_steps: int = Field(500, ge=1, description="write a checkpoint every N steps")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk")
     eval_steps: int = Field(100, ge=1, description="eval loss every N steps when data.eval is set")
+    resume: str = Field(
+        "never", description="auto = continue an interrupted run from its newest complete checkpoint; "
+        "never = start fresh; or a checkpoint folder"
+    )
+
+
+class LoraSection(Section):
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(
+        [], description="module names to adapt (empty: the attention and MLP projections of the architecture)"
+    )
+
+
+class FreezeSection(Section):
+    trainable_layers: int = Field(2, ge=0, description="train only the last N transformer blocks")
+    trainable_modules: list[str] = Field(
+        [], description="also train modules whose name contains one of these (e.g. lm_head, embed_tokens)"
+    )
 
 
 class RetentionSection(Section):
@@ -98,6 +118,12 @@ class TrainRecipe(Section):
     model: ModelConfig = Field(description="the model to train")
     data: DataConfig = Field(description="the training data")
     train: OptimConfig = Field(default_factory=OptimConfig, description="optimisation")
+    finetuning: Literal["full", "lora", "dora", "qlora", "freeze"] = Field(
+        "full", description="which parameters train: all, low-rank adapters (LoRA/DoRA, 4-bit base for QLoRA on "
+        "CUDA), or the last blocks only"
+    )
+    lora: LoraSection = Field(default_factory=LoraSection, description="LoRA/DoRA/QLoRA adapters")
+    freeze: FreezeSection = Field(default_factory=FreezeSection, description="partial fine-tuning")
     eval: RetentionSection = Field(default_factory=RetentionSection, description="forgetting check around training")
 
     @property
