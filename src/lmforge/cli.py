@@ -12,9 +12,11 @@ from lmforge import __version__
 from lmforge.config import ConfigError, Section, build, help_table, load, resolve_recipe
 
 
-def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section]) -> None:
-    """One `--flag` per field of a flat schema, with its description, type and default as help."""
+def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section], skip: tuple[str, ...] = ()) -> None:
+    """One `--flag` per field of a flat schema (but `skip`), with its description, type and default as help."""
     for name, field in schema.model_fields.items():
+        if name in skip:
+            continue
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
         help_text = f"{field.description} (default: {default})"
         flag = "--" + name.replace("_", "-")
@@ -71,6 +73,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(table)
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from lmforge.sweep import SweepConfig, run_sweep
+
+    run_dir = run_sweep(schema_from_args(SweepConfig, args), overwrite=args.overwrite)
+    print((run_dir / "sweep.md").read_text(encoding="utf-8"))
+    print(f"finished: {run_dir}")
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -102,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.demo import DemoConfig
     from lmforge.eval.config import EvalConfig
     from lmforge.generate import GenerateConfig
+    from lmforge.sweep import SweepConfig
     from lmforge.tokenizer import TokenizerConfig
     from lmforge.world.config import SynthWorldConfig
 
@@ -122,6 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate = verbs.add_parser("generate", help="sample replies from a model")
     add_schema_flags(generate, GenerateConfig)
     generate.set_defaults(func=cmd_generate)
+
+    sweep = verbs.add_parser(
+        "sweep", help="train and evaluate a recipe at several data sizes (and other settings)",
+        epilog="example: lmforge sweep demo-sft --data-fractions 0.1,0.25,0.5,1.0 --tasks world/tasks/world_qa.yaml",
+    )
+    sweep.add_argument("recipe", help="recipe YAML file, or a shipped recipe name")
+    sweep.add_argument("overrides", nargs="*", help="key.sub=value overrides for every variant")
+    add_schema_flags(sweep, SweepConfig, skip=("recipe", "overrides"))
+    sweep.add_argument("--overwrite", action="store_true", help="replace a finished sweep of the same name")
+    sweep.set_defaults(func=cmd_sweep)
 
     evaluate = verbs.add_parser(
         "eval", help="evaluate a model on benchmarks or custom tasks",

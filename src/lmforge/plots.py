@@ -24,13 +24,23 @@ def _pyplot():
 def plot_metric(records: list[dict], key: str, out: Path, title: str) -> Path | None:
     """Line chart of `key` against step from metrics.jsonl records; None when nothing was logged."""
     points = [(r["step"], r[key]) for r in records if key in r and "step" in r]
-    if not points:
-        return None
+    return plot_curves({key: points}, out, title, "step", key, markers=False) if points else None
+
+
+def plot_curves(series: dict[str, list[tuple[float, float]]], out: Path, title: str, xlabel: str, ylabel: str,
+                log_x: bool = False, markers: bool = True) -> Path:
+    """One line per series of (x, y) points; a legend when there is more than one."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p[0] for p in points], [p[1] for p in points])
-    ax.set(xlabel="step", ylabel=key, title=title)
+    for label, points in series.items():
+        points = sorted(points)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o" if markers else None, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -52,6 +52,10 @@ class DataConfig(Section):
         "auto", description="chat template; auto = the tokenizer's own, else chatml"
     )
     system: str | None = Field(None, description="system prompt added to conversations that have none")
+    fraction: float = Field(
+        1.0, gt=0, le=1, description="train on this share of the examples: a fixed random subset, nested across "
+        "fractions (data-size sweeps)"
+    )
 
     @model_validator(mode="before")
     @classmethod

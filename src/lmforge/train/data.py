@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from lmforge.sequences import Row, chunk, has_targets, pack, truncate, unpacked
 from lmforge.templates import Encoded, encode_chat
 
 log = logging.getLogger("lmforge.train")
+
+SUBSET_SEED = 0
 
 
 @dataclass
@@ -33,7 +37,7 @@ def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, pa
         loaded = load_records([path], schema, data_cfg.on_error)
         skipped += loaded.skipped
         examples += [_encode(record, tokenizer, template, data_cfg.system) for record in loaded.records]
-    kept, dropped = _fit(examples, stage, data_cfg)
+    kept, dropped = _fit(subset(examples, data_cfg.fraction), stage, data_cfg)
     if not kept:
         raise DataError(str(files[0]), f"no trainable examples left after truncation to {data_cfg.max_length} tokens")
     rows = pack(kept, data_cfg.max_length) if packing else [unpacked(example) for example in kept]
@@ -43,6 +47,16 @@ def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, pa
     stats = {"examples": len(kept), "rows": len(rows), "tokens": sum(len(row) for row in rows),
              "skipped_records": skipped, "dropped_examples": dropped}
     return Prepared(rows, files, stats)
+
+
+def subset(examples: list, fraction: float) -> list:
+    """The first share of one fixed shuffle, in the original order: a smaller fraction is part of every larger one."""
+    if fraction >= 1:
+        return examples
+    order = list(range(len(examples)))
+    random.Random(SUBSET_SEED).shuffle(order)
+    keep = sorted(order[: max(1, math.ceil(fraction * len(examples)))])
+    return [examples[i] for i in keep]
 
 
 def _default_format(stage: str) -> str:
