@@ -30,8 +30,11 @@ class Run:
         self.overwrite = overwrite
         self._log_handler: logging.Handler | None = None
 
-    def start(self, config: BaseModel) -> "Run":
-        self.dir = fresh_partial(self.final, self.overwrite)
+    def start(self, config: BaseModel, resume_from: Path | None = None) -> "Run":
+        """Open the `.partial` work folder. Resuming from a checkpoint inside it keeps the folder (an interrupted
+        run continues); otherwise it starts empty."""
+        keep = resume_from is not None and self.dir.resolve() in resume_from.resolve().parents
+        self.dir = fresh_partial(self.final, self.overwrite, keep)
         (self.dir / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
         self._log_handler = attach_log_file(self.dir / "run.log")
         return self
@@ -53,6 +56,16 @@ class Run:
         with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False) + "\n")
 
+    def rewind_metrics(self, step: int) -> None:
+        """Drop records logged after `step`, which a run resumed from that step logs again, and a line torn by a
+        crash."""
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        records = [_parse(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        kept = [r for r in records if r is not None and r.get("step", 0) <= step]
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
     def finish(self) -> Path:
         self.close()
         return publish(self.dir, self.final)
@@ -62,14 +75,15 @@ def partial_path(final: Path) -> Path:
     return final.with_name(final.name + ".partial")
 
 
-def fresh_partial(final: Path, overwrite: bool) -> Path:
-    """An empty `<final>.partial` folder to work in, after refusing to replace finished output."""
+def fresh_partial(final: Path, overwrite: bool, keep: bool = False) -> Path:
+    """A `<final>.partial` folder to work in, after refusing to replace finished output: emptied, unless `keep`
+    (resuming the interrupted work in it)."""
     if final.exists() and not overwrite:
         raise RunExistsError(f"{final} already exists; pass --overwrite to replace it")
     partial = partial_path(final)
-    if partial.exists():
+    if partial.exists() and not keep:
         shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial.mkdir(parents=True, exist_ok=True)
     return partial
 
 
@@ -108,6 +122,13 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

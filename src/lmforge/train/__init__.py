@@ -16,9 +16,11 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     from lmforge.plots import plot_metric
     from lmforge.runs import Run, atomic_write_text, model_card, read_metrics
     from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
-    from lmforge.train.loop import fit
+    from lmforge.train.loop import fit, resume_checkpoint
 
-    with Run(recipe.output_dir, recipe.name, overwrite).start(recipe) as run:
+    run = Run(recipe.output_dir, recipe.name, overwrite)
+    checkpoint = resume_checkpoint(recipe.train.resume, run.dir)
+    with run.start(recipe, resume_from=checkpoint):
         model, tokenizer = load_model(recipe.model, recipe.train.seed, recipe.data.max_length, for_training=True)
         template_label = describe_template(recipe.data.template, tokenizer)
         tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
@@ -33,7 +35,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         retention = _retention_check(recipe, parent, run.dir)
         if retention:
             retention.measure_before(model, tokenizer)
-        final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows)
+        final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows, checkpoint)
         save_model(model, tokenizer, run.dir)
         plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
         sections = {}

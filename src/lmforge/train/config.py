@@ -105,6 +105,13 @@ class FreezeSection(Section):
     )
 
 
+class DistributedSection(Section):
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed config: zero2, zero3 (shipped, in lmforge/launch/) or a JSON file; needs CUDA"
+    )
+    fsdp: str | None = Field(None, description="FSDP config: fsdp (shipped) or a JSON file of fsdp_config keys")
+
+
 class RetentionSection(Section):
     retention_tasks: list[str] = Field(
         [], description="eval tasks (benchmark=PATH or task YAML) scored before and after training; "
@@ -128,6 +135,9 @@ class TrainRecipe(Section):
     )
     lora: LoraSection = Field(default_factory=LoraSection, description="LoRA/DoRA/QLoRA adapters")
     freeze: FreezeSection = Field(default_factory=FreezeSection, description="partial fine-tuning")
+    distributed: DistributedSection = Field(
+        default_factory=DistributedSection, description="sharding across GPUs (plain DDP needs no setting)"
+    )
     eval: RetentionSection = Field(default_factory=RetentionSection, description="forgetting check around training")
 
     @property

@@ -1,11 +1,20 @@
-"""The optimisation loop: a transformers Trainer wired to the run folder (metrics.jsonl, TensorBoard, checkpoints)."""
+"""The optimisation loop: a transformers Trainer wired to the run folder (metrics.jsonl, TensorBoard, checkpoints),
+with exact resume from the newest complete checkpoint and a stop on divergence."""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
+import re
+import shutil
+from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 
 from lmforge.models import mixed_precision
 from lmforge.runs import Run
@@ -13,6 +22,14 @@ from lmforge.sequences import Collator, Row
 from lmforge.train.config import TrainRecipe
 
 log = logging.getLogger("lmforge.train")
+
+COMPLETE = "COMPLETE"
+_BAD_WEIGHTS = "non-finite weights"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+
+class DivergenceError(RuntimeError, ValueError):
+    """Training produced a non-finite loss, gradient norm or weights. A ValueError too, so the CLI reports it."""
 
 
 class RunMetrics(TrainerCallback):
@@ -28,10 +45,111 @@ class RunMetrics(TrainerCallback):
             self.run.log_metrics({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs})
 
 
+class CheckpointMarker(TrainerCallback):
+    """Writes COMPLETE into a checkpoint once all of it is on disk. The Trainer writes checkpoint files in place,
+    so a crash mid-save leaves a folder that looks like a checkpoint; resume only trusts marked ones."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()  # other ranks may still be writing their shards and RNG states
+        if args.should_save:
+            mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops training at the first non-finite loss or gradient norm (logs) or non-finite weights (checked before
+    each save), and cancels that step's save, so the newest checkpoint is still a good one."""
+
+    def __init__(self):
+        self.step: int | None = None
+        self.signs: list[str] = []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save and not _weights_finite(model):
+            self._stop(control, state.global_step, _BAD_WEIGHTS)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        watched = ("loss",) if args.fp16 else ("loss", "grad_norm")  # fp16 loss scaling skips inf-gradient steps
+        for key in watched:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                self._stop(control, state.global_step, f"{key} = {value}")
+
+    def _stop(self, control, step: int, sign: str) -> None:
+        control.should_save = False
+        control.should_training_stop = True
+        self.step = self.step or step
+        self.signs.append(sign)
+
+    def error(self, run: Run) -> DivergenceError:
+        complete = complete_checkpoints(checkpoint_dir(run.dir))
+        kept = f"its last good checkpoint is {complete[-1].name}" if complete else "it has no checkpoint yet"
+        signs = sorted(self.signs, key=lambda sign: sign == _BAD_WEIGHTS)  # the logged value first: more telling
+        return DivergenceError(
+            f"training diverged at step {self.step}: {', '.join(signs)}. Likely causes: a learning rate too "
+            "high (lower train.lr or raise train.warmup_ratio); fp16 overflow (use model.dtype=bfloat16 or float32); "
+            f"bad data (look for empty or very long examples). The diverged state was not saved: {run.dir} stays "
+            f"for inspection, {kept}."
+        )
+
+
+def _weights_finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+
+
+def mark_complete(folder: Path) -> None:
+    """Flush the checkpoint's files to disk, then the marker, so the marker never outlives what it vouches for."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    (folder / COMPLETE).write_text("", encoding="utf-8")
+    _fsync(folder / COMPLETE)
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """`checkpoint-<step>` folders with the COMPLETE marker and the trainer state, oldest first; anything else
+    (a save cut short, `tmp-*` staging folders) is not a checkpoint to resume from."""
+    found = [
+        (int(match.group(1)), path)
+        for path in folder.glob("checkpoint-*")
+        if (match := _CHECKPOINT_NAME.fullmatch(path.name))
+        and (path / COMPLETE).is_file() and (path / TRAINER_STATE_NAME).is_file()
+    ]
+    return [path for _, path in sorted(found)]
+
+
+def resume_checkpoint(setting: str, partial: Path) -> Path | None:
+    """The checkpoint `train.resume` asks for, or None to start fresh. `auto` takes the newest complete checkpoint
+    of an interrupted run (its `.partial` folder)."""
+    if setting == "never":
+        return None
+    if setting == "auto":
+        complete = complete_checkpoints(checkpoint_dir(partial))
+        return complete[-1] if complete else None
+    path = Path(setting)
+    if not (path / TRAINER_STATE_NAME).is_file():
+        raise ValueError(f"train.resume={setting}: not a checkpoint folder (it has no {TRAINER_STATE_NAME})")
+    return path
+
+
 def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device) -> TrainingArguments:
     opt = recipe.train
     return TrainingArguments(
-        output_dir=str(run.dir / "checkpoints"),
+        output_dir=str(checkpoint_dir(run.dir)),
         per_device_train_batch_size=opt.batch_size,
         per_device_eval_batch_size=opt.batch_size,
         gradient_accumulation_steps=opt.grad_accum,
@@ -45,6 +163,7 @@ def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device) ->
         seed=opt.seed,
         data_seed=opt.seed,
         logging_steps=opt.logging_steps,
+        logging_nan_inf_filter=False,  # the default hides NaN losses from the logs, and so from DivergenceGuard
         save_strategy="steps",
         save_steps=opt.save_steps,
         save_total_limit=opt.save_total_limit,
@@ -57,27 +176,55 @@ def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device) ->
     )
 
 
-def fit(model, tokenizer, recipe: TrainRecipe, run: Run, rows: list[Row], eval_rows: list[Row] | None) -> dict:
-    """Train in place and return the final metrics for the model card."""
+def fit(
+    model, tokenizer, recipe: TrainRecipe, run: Run, rows: list[Row], eval_rows: list[Row] | None,
+    checkpoint: Path | None = None,
+) -> dict:
+    """Train in place, continuing from `checkpoint` if given, and return the final metrics for the model card."""
     from torch.utils.tensorboard import SummaryWriter
 
-    metrics = RunMetrics(run)
-    writer = SummaryWriter(log_dir=str(run.dir / "tensorboard"))
+    resumed_step = _prepare_resume(recipe.train.resume, run, checkpoint)
+    metrics, guard = RunMetrics(run), DivergenceGuard()
+    writer = SummaryWriter(log_dir=str(run.dir / "tensorboard"), purge_step=resumed_step + 1 if checkpoint else None)
     trainer = Trainer(
         model=model,
         args=training_arguments(recipe, run, eval_rows is not None, model.device),
         train_dataset=rows,
         eval_dataset=eval_rows,
         data_collator=Collator(tokenizer.pad_token_id, recipe.packing),
-        callbacks=[metrics, TensorBoardCallback(tb_writer=writer)],
+        callbacks=[metrics, TensorBoardCallback(tb_writer=writer), CheckpointMarker(), guard],
     )
     model.config.use_cache = False  # transformers builds per-example masks for packed rows only without a cache
-    result = trainer.train()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        writer.close()
     model.config.use_cache = True
-    writer.close()
+    if guard.step is not None:
+        raise guard.error(run)
     final = {"train_loss_last": metrics.last.get("loss"), "train_loss_mean": result.training_loss}
     final["steps"] = result.global_step
     final["runtime_s"] = round(result.metrics.get("train_runtime", 0.0), 1)
     if eval_rows is not None:
         final["eval_loss"] = trainer.evaluate()["eval_loss"]
     return {key: value for key, value in final.items() if value is not None}
+
+
+def _prepare_resume(setting: str, run: Run, checkpoint: Path | None) -> int:
+    """Log where training starts and make the run folder agree with the checkpoint: metrics logged after its
+    step are dropped (they will be logged again) and unmarked checkpoints, which a crash cut short, are removed
+    so checkpoint rotation never keeps one of them over a complete one. Returns the checkpoint's step."""
+
+    if checkpoint is None:
+        if setting == "auto":
+            log.info("resume: no complete checkpoint in %s, starting fresh", checkpoint_dir(run.dir))
+        return 0
+    step = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME)).global_step
+    log.info("resuming from %s (step %d)", checkpoint, step)
+    run.rewind_metrics(step)
+    keep = {path.resolve() for path in complete_checkpoints(checkpoint_dir(run.dir))} | {checkpoint.resolve()}
+    for stale in checkpoint_dir(run.dir).glob("checkpoint-*"):
+        if stale.is_dir() and stale.resolve() not in keep:
+            log.info("removing incomplete checkpoint %s", stale)
+            shutil.rmtree(stale)
+    return step

@@ -1,0 +1,137 @@
+"""`lmforge export`: merge a LoRA/DoRA adapter into its base and write a plain Hugging Face model folder.
+
+The export loads with transformers alone (no peft) and runs at the base model's speed. Its model card records the
+lineage (base, adapter, hash of the adapter weights), so a merged model can be traced back to its training run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from lmforge.config import Section
+
+log = logging.getLogger("lmforge.export")
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class ExportConfig(Section):
+    model: str = Field(
+        description="base model directory, or an adapter run folder (its base is read from adapter_config.json)"
+    )
+    adapter: str | None = Field(None, description="peft adapter folder to merge (default: model, if it is one)")
+    output: str = Field(description="folder to write the merged model to")
+    dtype: Literal["keep", "float32", "bfloat16", "float16"] = Field(
+        "keep", description="weights dtype of the export; keep = the base model's"
+    )
+
+
+def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
+    """Merge in fp32 on the CPU (exact up to the final cast) and publish the folder in one rename."""
+    from peft import PeftModel
+
+    from lmforge.models import load_model, save_model, set_stop_tokens
+    from lmforge.runs import atomic_write_text, fresh_partial, publish
+    from lmforge.train.config import ModelConfig
+
+    base, adapter = resolve_sources(cfg)
+    final = Path(cfg.output)
+    if final.resolve() in (base.resolve(), adapter.resolve()):
+        raise ValueError(f"output {final} would replace its own base or adapter; pick another folder")
+    dtype = target_dtype(cfg.dtype, base)
+    partial = fresh_partial(final, overwrite)
+    own_tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else None
+    model, tokenizer = load_model(ModelConfig(path=str(base), tokenizer=own_tokenizer, device="cpu", dtype="float32"))
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    set_stop_tokens(merged, tokenizer, stop_ids(merged, adapter))
+    save_model(merged.to(dtype), tokenizer, partial)
+    atomic_write_text(partial / "README.md", export_card(base, adapter, dtype))
+    log.info("merged %s into %s as %s", adapter, base, dtype)
+    return publish(partial, final)
+
+
+def resolve_sources(cfg: ExportConfig) -> tuple[Path, Path]:
+    """(base, adapter), checked before any loading; an adapter folder given as `model` names its own base."""
+    adapter = Path(cfg.adapter or cfg.model)
+    if not adapter.is_dir():
+        raise FileNotFoundError(f"adapter directory not found: {adapter}")
+    if not (adapter / ADAPTER_CONFIG).is_file():
+        raise ValueError(f"{adapter} is not a peft adapter folder: it has no {ADAPTER_CONFIG}")
+    if not (adapter / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"{adapter} has no {ADAPTER_WEIGHTS} (lmforge loads safetensors only)")
+    base = Path(cfg.model) if cfg.adapter else recorded_base(adapter)
+    if not base.is_dir():
+        raise FileNotFoundError(f"base model directory not found: {base}")
+    return base, adapter
+
+
+def recorded_base(adapter: Path) -> Path:
+    base = _adapter_config(adapter).get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise FileNotFoundError(
+            f"the base model recorded in {adapter / ADAPTER_CONFIG} is not a local directory: {base!r}; "
+            f"set model to the base model directory and adapter to {adapter}"
+        )
+    return Path(base)
+
+
+def target_dtype(requested: str, base: Path):
+    """`keep` means the dtype the base was saved in (fp32 when its config does not say)."""
+    import torch
+    from transformers import AutoConfig
+
+    if requested != "keep":
+        return getattr(torch, requested)
+    return AutoConfig.from_pretrained(str(base), local_files_only=True).dtype or torch.float32
+
+
+def stop_ids(model, adapter: Path) -> list[int]:
+    """The base's stop tokens plus any the fine-tune added (its template's end-of-turn), if the adapter saved them."""
+    from transformers import GenerationConfig
+
+    ids = _as_list(model.generation_config.eos_token_id)
+    if (adapter / "generation_config.json").is_file():
+        ids += _as_list(GenerationConfig.from_pretrained(str(adapter), local_files_only=True).eos_token_id)
+    return list(dict.fromkeys(ids))
+
+
+def export_card(base: Path, adapter: Path, dtype) -> str:
+    from lmforge.runs import sha256_file
+
+    config = _adapter_config(adapter)
+    method = "DoRA" if config.get("use_dora") else "LoRA"
+    targets = ", ".join(sorted(config.get("target_modules") or []))
+    return "\n".join([
+        "---",
+        "library_name: transformers",
+        "tags: [lmforge, merged]",
+        "---",
+        f"# {method} adapter merged into its base",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | {base.resolve()} |",
+        f"| adapter | {adapter.resolve()} |",
+        f"| adapter weights sha256 | `{sha256_file(adapter / ADAPTER_WEIGHTS)}` |",
+        f"| method | {method}, r={config.get('r')}, alpha={config.get('lora_alpha')}, targets: {targets} |",
+        f"| merged dtype | {str(dtype).removeprefix('torch.')} |",
+        "",
+        "Load it with transformers alone: `AutoModelForCausalLM.from_pretrained(<this folder>)`.",
+        "",
+    ])
+
+
+def _adapter_config(adapter: Path) -> dict:
+    return json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

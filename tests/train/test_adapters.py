@@ -1,0 +1,162 @@
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from lmforge.models import count_parameters, save_model
+from lmforge.train.adapters import apply_finetuning, default_target_modules, quantization_kwargs, trainable_summary
+from lmforge.train.config import TrainRecipe
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LLAMA_LIKE = dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2)
+ARCHITECTURES = {
+    "llama": (LlamaForCausalLM, LlamaConfig, LLAMA_LIKE),
+    "qwen2": (Qwen2ForCausalLM, Qwen2Config, LLAMA_LIKE),
+    "mistral": (MistralForCausalLM, MistralConfig, LLAMA_LIKE),
+    "gemma": (GemmaForCausalLM, GemmaConfig, dict(LLAMA_LIKE, head_dim=16)),
+    "gpt2": (GPT2LMHeadModel, GPT2Config, dict(n_embd=64, n_layer=2, n_head=4, n_positions=128)),
+}
+EXPECTED_TARGETS = {arch: PROJECTIONS for arch in ARCHITECTURES} | {"gpt2": ["c_attn", "c_proj", "c_fc"]}
+
+
+def tiny(arch: str, vocab_size: int = 128, **shape):
+    model_class, config_class, defaults = ARCHITECTURES[arch]
+    torch.manual_seed(0)
+    return model_class(config_class(vocab_size=vocab_size, bos_token_id=0, eos_token_id=1, pad_token_id=2,
+                                    **(defaults | shape)))
+
+
+def make_recipe(finetuning: str, path: str = "parent-model", **sections) -> TrainRecipe:
+    return TrainRecipe.model_validate({
+        "stage": "sft", "name": "t", "model": {"path": path}, "data": {"train": ["unused.jsonl"]},
+        "finetuning": finetuning, **sections,
+    })
+
+
+def trainable_names(model) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def expected_lora_parameters(model, targets: list[str], r: int) -> int:
+    """r * (in + out) per adapted layer; Linear and Conv1D weights both have the shape (in, out) in some order."""
+    return sum(r * sum(module.weight.shape) for name, module in model.named_modules()
+               if name.rsplit(".", 1)[-1] in targets and hasattr(module, "weight"))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_default_targets_are_the_block_projections(arch):
+    assert default_target_modules(tiny(arch)) == EXPECTED_TARGETS[arch]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_lora_trains_exactly_r_times_in_plus_out_per_target(arch):
+    model = tiny(arch)
+    expected = expected_lora_parameters(model, EXPECTED_TARGETS[arch], r=4)
+    wrapped = apply_finetuning(model, make_recipe("lora", lora={"r": 4}))
+    assert count_parameters(wrapped, trainable_only=True) == expected
+    assert all("lora_" in name for name in trainable_names(wrapped))
+
+
+def test_lora_share_is_small_on_a_realistic_shape():
+    wrapped = apply_finetuning(tiny("llama", 400, hidden_size=256, intermediate_size=688, num_attention_heads=8,
+                                    num_key_value_heads=8), make_recipe("lora"))
+    share = count_parameters(wrapped, trainable_only=True) / count_parameters(wrapped)
+    assert share < 0.10
+    assert trainable_summary(wrapped).startswith(f"trainable {count_parameters(wrapped, trainable_only=True):,} of ")
+
+
+def test_dora_adds_one_magnitude_per_output_feature():
+    model = tiny("llama")
+    linears = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in PROJECTIONS]
+    expected = expected_lora_parameters(model, PROJECTIONS, r=8) + sum(m.out_features for m in linears)
+    wrapped = apply_finetuning(model, make_recipe("dora"))
+    assert count_parameters(wrapped, trainable_only=True) == expected
+    assert any("lora_magnitude_vector" in name for name in trainable_names(wrapped))
+
+
+def test_explicit_targets_override_and_unknown_ones_list_the_choices():
+    wrapped = apply_finetuning(tiny("llama"), make_recipe("lora", lora={"target_modules": ["q_proj", "v_proj"]}))
+    assert sorted(wrapped.peft_config["default"].target_modules) == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match=r"\['query'\] match no layer; this model has: .*q_proj.*lm_head"):
+        apply_finetuning(tiny("llama"), make_recipe("lora", lora={"target_modules": ["q_proj", "query"]}))
+
+
+def test_full_leaves_the_model_untouched():
+    model = tiny("llama")
+    assert apply_finetuning(model, make_recipe("full")) is model
+    assert count_parameters(model, trainable_only=True) == count_parameters(model)
+
+
+def test_freeze_trains_the_last_blocks_and_named_modules():
+    model = apply_finetuning(tiny("llama", num_hidden_layers=3),
+                             make_recipe("freeze", freeze={"trainable_layers": 2, "trainable_modules": ["model.norm"]}))
+    expected = {name for name, _ in model.named_parameters()
+                if name.startswith(("model.layers.1.", "model.layers.2.")) or name == "model.norm.weight"}
+    assert trainable_names(model) == expected
+    gpt2 = apply_finetuning(tiny("gpt2"), make_recipe("freeze", freeze={"trainable_layers": 1}))
+    assert trainable_names(gpt2) == {name for name, _ in gpt2.named_parameters() if name.startswith("transformer.h.1.")}
+
+
+@pytest.mark.parametrize("freeze, message", [
+    ({"trainable_layers": 3}, "has 2 blocks"),
+    ({"trainable_modules": ["nothing_like_this"]}, "no module name contains 'nothing_like_this'"),
+    ({"trainable_layers": 0}, "nothing to train"),
+])
+def test_freeze_rejects_impossible_settings(freeze, message):
+    with pytest.raises(ValueError, match=message):
+        apply_finetuning(tiny("llama"), make_recipe("freeze", freeze=freeze))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only refusal")
+def test_qlora_refuses_clearly_without_cuda():
+    recipe = make_recipe("qlora")
+    with pytest.raises(ValueError, match="qlora needs a CUDA GPU and bitsandbytes; use finetuning: lora"):
+        quantization_kwargs(recipe)
+    with pytest.raises(ValueError, match="qlora needs a CUDA GPU"):
+        apply_finetuning(tiny("llama"), recipe)
+    assert quantization_kwargs(make_recipe("lora")) == {}
+
+
+def test_lora_on_a_preset_is_refused(tokenizer_dir):
+    recipe = TrainRecipe.model_validate({
+        "stage": "sft", "name": "t", "model": {"preset": "nano", "tokenizer": str(tokenizer_dir)},
+        "data": {"train": ["unused.jsonl"]}, "finetuning": "lora",
+    })
+    with pytest.raises(ValueError, match="LoRA needs a pretrained model.path"):
+        apply_finetuning(tiny("llama"), recipe)
+
+
+def test_saved_adapter_loads_in_plain_peft_with_identical_logits(tmp_path, tokenizer):
+    base = tmp_path / "base"
+    tiny("llama", len(tokenizer)).save_pretrained(base)
+    model = apply_finetuning(AutoModelForCausalLM.from_pretrained(base), make_recipe("lora", path=str(base)))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.1)  # B starts at zero: make the adapter change the outputs
+    save_model(model, tokenizer, tmp_path / "adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(base.resolve())
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter")
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    with torch.no_grad():
+        expected, actual = model.eval()(ids).logits, loaded.eval()(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(base)(ids).logits
+    assert torch.equal(actual, expected)
+    assert not torch.allclose(plain, expected)
