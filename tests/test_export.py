@@ -91,3 +91,14 @@ def test_missing_or_wrong_sources_fail_before_any_output(adapter, nano_model_dir
     with pytest.raises(FileNotFoundError, match="recorded in .* is not a local directory: 'org/hub-model'"):
         export(ExportConfig(model=str(moved), output=str(out)))
     assert not out.exists() and not out.with_name("merged.partial").exists()
+
+
+def test_export_command_merges_from_the_command_line(adapter, tmp_path, capsys):
+    from lmforge.cli import main
+
+    out = tmp_path / "cli-merged"
+    assert main(["export", "--model", str(adapter[0]), "--output", str(out), "--dtype", "float16"]) == 0
+    assert f"finished: {out}" in capsys.readouterr().out
+    assert {tensor.dtype for tensor in load_file(out / "model.safetensors").values()} == {torch.float16}
+    assert main(["export", "--model", str(adapter[0]), "--output", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

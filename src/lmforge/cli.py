@@ -81,6 +81,12 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"finished: {run_dir}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from lmforge.export import ExportConfig, export
+
+    print(f"finished: {export(schema_from_args(ExportConfig, args), overwrite=args.overwrite)}")
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -111,6 +117,7 @@ def _train_epilog() -> str:
 def build_parser() -> argparse.ArgumentParser:
     from lmforge.demo import DemoConfig
     from lmforge.eval.config import EvalConfig
+    from lmforge.export import ExportConfig
     from lmforge.generate import GenerateConfig
     from lmforge.sweep import SweepConfig
     from lmforge.tokenizer import TokenizerConfig
@@ -143,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_schema_flags(sweep, SweepConfig, skip=("recipe", "overrides"))
     sweep.add_argument("--overwrite", action="store_true", help="replace a finished sweep of the same name")
     sweep.set_defaults(func=cmd_sweep)
+
+    export = verbs.add_parser(
+        "export", help="merge a LoRA/DoRA adapter into its base: a plain transformers model folder",
+        epilog="example: lmforge export --model runs/sft-lora --output runs/sft-merged --dtype bfloat16",
+    )
+    add_schema_flags(export, ExportConfig)
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    export.set_defaults(func=cmd_export)
 
     evaluate = verbs.add_parser(
         "eval", help="evaluate a model on benchmarks or custom tasks",

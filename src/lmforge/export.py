@@ -17,9 +17,6 @@ from lmforge.config import Section
 
 log = logging.getLogger("lmforge.export")
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
 
 class ExportConfig(Section):
     model: str = Field(
@@ -34,9 +31,7 @@ class ExportConfig(Section):
 
 def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
     """Merge in fp32 on the CPU (exact up to the final cast) and publish the folder in one rename."""
-    from peft import PeftModel
-
-    from lmforge.models import load_model, save_model, set_stop_tokens
+    from lmforge.models import load_model, merge_adapter, save_model
     from lmforge.runs import atomic_write_text, fresh_partial, publish
     from lmforge.train.config import ModelConfig
 
@@ -48,8 +43,7 @@ def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
     partial = fresh_partial(final, overwrite)
     own_tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else None
     model, tokenizer = load_model(ModelConfig(path=str(base), tokenizer=own_tokenizer, device="cpu", dtype="float32"))
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    set_stop_tokens(merged, tokenizer, stop_ids(merged, adapter))
+    merged = merge_adapter(model, adapter)
     save_model(merged.to(dtype), tokenizer, partial)
     atomic_write_text(partial / "README.md", export_card(base, adapter, dtype))
     log.info("merged %s into %s as %s", adapter, base, dtype)
@@ -58,6 +52,8 @@ def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
 
 def resolve_sources(cfg: ExportConfig) -> tuple[Path, Path]:
     """(base, adapter), checked before any loading; an adapter folder given as `model` names its own base."""
+    from lmforge.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, recorded_base
+
     adapter = Path(cfg.adapter or cfg.model)
     if not adapter.is_dir():
         raise FileNotFoundError(f"adapter directory not found: {adapter}")
@@ -71,40 +67,24 @@ def resolve_sources(cfg: ExportConfig) -> tuple[Path, Path]:
     return base, adapter
 
 
-def recorded_base(adapter: Path) -> Path:
-    base = _adapter_config(adapter).get("base_model_name_or_path")
-    if not base or not Path(base).is_dir():
-        raise FileNotFoundError(
-            f"the base model recorded in {adapter / ADAPTER_CONFIG} is not a local directory: {base!r}; "
-            f"set model to the base model directory and adapter to {adapter}"
-        )
-    return Path(base)
-
-
 def target_dtype(requested: str, base: Path):
     """`keep` means the dtype the base was saved in (fp32 when its config does not say)."""
     import torch
     from transformers import AutoConfig
 
+    from lmforge.models import is_adapter, recorded_base
+
     if requested != "keep":
         return getattr(torch, requested)
-    return AutoConfig.from_pretrained(str(base), local_files_only=True).dtype or torch.float32
-
-
-def stop_ids(model, adapter: Path) -> list[int]:
-    """The base's stop tokens plus any the fine-tune added (its template's end-of-turn), if the adapter saved them."""
-    from transformers import GenerationConfig
-
-    ids = _as_list(model.generation_config.eos_token_id)
-    if (adapter / "generation_config.json").is_file():
-        ids += _as_list(GenerationConfig.from_pretrained(str(adapter), local_files_only=True).eos_token_id)
-    return list(dict.fromkeys(ids))
+    source = recorded_base(base) if is_adapter(base) else base
+    return AutoConfig.from_pretrained(str(source), local_files_only=True).dtype or torch.float32
 
 
 def export_card(base: Path, adapter: Path, dtype) -> str:
+    from lmforge.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS
     from lmforge.runs import sha256_file
 
-    config = _adapter_config(adapter)
+    config = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     method = "DoRA" if config.get("use_dora") else "LoRA"
     targets = ", ".join(sorted(config.get("target_modules") or []))
     return "\n".join([
@@ -123,15 +103,16 @@ def export_card(base: Path, adapter: Path, dtype) -> str:
         f"| merged dtype | {str(dtype).removeprefix('torch.')} |",
         "",
         "Load it with transformers alone: `AutoModelForCausalLM.from_pretrained(<this folder>)`.",
+        *_training_lineage(adapter),
         "",
     ])
 
 
-def _adapter_config(adapter: Path) -> dict:
-    return json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-
-
-def _as_list(value) -> list[int]:
-    if value is None:
+def _training_lineage(adapter: Path) -> list[str]:
+    """The adapter run's own model card (stage, parent, data files with hashes, metrics), one heading level down."""
+    card = adapter / "README.md"
+    if not card.is_file():
         return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    body = card.read_text(encoding="utf-8").split("\n---\n", 1)[-1].strip()
+    return ["", "## How the adapter was trained", "", *("#" + line if line.startswith("#") else line
+                                                        for line in body.splitlines())]

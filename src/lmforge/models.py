@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import torch
 from lmforge.train.config import ModelConfig
 
 log = logging.getLogger("lmforge.models")
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 PRESET_SHAPES = {
     "nano": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=344),
@@ -62,11 +66,13 @@ def build_from_preset(preset: str, tokenizer, max_length: int = 2048):
     return LlamaForCausalLM(config)
 
 
-def load_model(cfg: ModelConfig, seed: int = 42, max_length: int = 2048, for_training: bool = False):
-    """The model and tokenizer a run starts from: a fresh preset or a local HF directory. Training keeps fp32
-    master weights and leaves half precision to autocast (see `mixed_precision`)."""
-    from transformers import AutoModelForCausalLM
-
+def load_model(
+    cfg: ModelConfig, seed: int = 42, max_length: int = 2048, for_training: bool = False, **load_kwargs
+):
+    """The model and tokenizer a run starts from: a fresh preset, a local HF directory, or a peft adapter folder
+    (merged into the base it names, so every stage can start from a LoRA run). Training keeps fp32 master weights
+    and leaves half precision to autocast (see `mixed_precision`); `load_kwargs` go to `from_pretrained` (QLoRA's
+    4-bit quantisation)."""
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.path, cfg.trust_remote_code)
     device = pick_device(cfg.device)
     dtype = torch.float32 if for_training else pick_dtype(cfg.dtype, device)
@@ -74,18 +80,61 @@ def load_model(cfg: ModelConfig, seed: int = 42, max_length: int = 2048, for_tra
         torch.manual_seed(seed)
         model = build_from_preset(cfg.preset, tokenizer, max_length).to(dtype)
     else:
-        _require_local_dir(cfg.path, "model")
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.path,
-            dtype=dtype,
-            local_files_only=True,
-            use_safetensors=True,
-            trust_remote_code=cfg.trust_remote_code,
-            attn_implementation=cfg.attn_implementation,
-        )
+        model = _from_directory(Path(cfg.path), cfg, dtype, load_kwargs)
     model.config._attn_implementation = cfg.attn_implementation
     log.info("model: %s, %.2fM parameters, %s on %s", cfg.preset or cfg.path, count_parameters(model) / 1e6, dtype, device)
-    return model.to(device), tokenizer
+    return (model if "device_map" in load_kwargs else model.to(device)), tokenizer
+
+
+def _from_directory(path: Path, cfg: ModelConfig, dtype: torch.dtype, load_kwargs: dict):
+    from transformers import AutoModelForCausalLM
+
+    _require_local_dir(path, "model")
+    if is_adapter(path):
+        base = _from_directory(recorded_base(path), cfg, dtype, load_kwargs)
+        return merge_adapter(base, path)
+    return AutoModelForCausalLM.from_pretrained(
+        str(path),
+        dtype=dtype,
+        local_files_only=True,
+        use_safetensors=True,
+        trust_remote_code=cfg.trust_remote_code,
+        attn_implementation=cfg.attn_implementation,
+        **load_kwargs,
+    )
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def recorded_base(adapter: str | Path) -> Path:
+    """The base model directory a peft adapter folder names in its adapter_config.json."""
+    adapter = Path(adapter)
+    config = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise FileNotFoundError(
+            f"the base model recorded in {adapter / ADAPTER_CONFIG} is not a local directory: {base!r}; "
+            f"pass the base model directory explicitly and the adapter folder {adapter} beside it"
+        )
+    return Path(base)
+
+
+def merge_adapter(model, adapter: str | Path):
+    """The model with a peft adapter folded into its weights: plain transformers, at the base model's speed. The
+    adapter run's stop tokens (its template's end-of-turn) come along."""
+    from peft import PeftModel
+    from transformers import GenerationConfig
+
+    adapter = Path(adapter)
+    _require_local_dir(adapter, "adapter")
+    if not (adapter / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"{adapter} has no {ADAPTER_WEIGHTS} (lmforge loads safetensors only)")
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if (adapter / "generation_config.json").is_file():
+        merged.generation_config = GenerationConfig.from_pretrained(str(adapter), local_files_only=True)
+    return merged
 
 
 def mixed_precision(cfg: ModelConfig, device: torch.device) -> dict[str, bool]:
@@ -98,14 +147,12 @@ def load_for_inference(
     path: str | Path, device: str = "auto", trust_remote_code: bool = False, adapter: str | Path | None = None,
     dtype: str = "auto",
 ):
-    """A model ready to score or generate; a peft adapter is merged in, so it runs at the base model's speed."""
+    """A model ready to score or generate: a model directory or an adapter run folder, optionally with a further
+    adapter merged in."""
     cfg = ModelConfig(path=str(path), trust_remote_code=trust_remote_code, device=device, dtype=dtype)
     model, tokenizer = load_model(cfg)
     if adapter is not None:
-        from peft import PeftModel
-
-        _require_local_dir(adapter, "adapter")
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = merge_adapter(model, adapter)
     return model.eval(), tokenizer
 
 
@@ -120,8 +167,9 @@ def set_stop_tokens(model, tokenizer, stop_ids: list[int]) -> None:
 
 
 def save_model(model, tokenizer, out: Path) -> None:
-    """Safetensors weights, generation config and the tokenizer with its chat template."""
+    """Safetensors weights (or a peft adapter), generation config and the tokenizer with its chat template."""
     model.save_pretrained(out, safe_serialization=True)
+    model.generation_config.save_pretrained(out)  # a peft adapter's save leaves it out; it holds the stop tokens
     tokenizer.save_pretrained(out)
 
 

@@ -140,9 +140,10 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def model_card(
     stage: str, parent: str, data_files: Iterable[Path], metrics: dict[str, Any], template: str,
-    sections: dict[str, str] | None = None,
+    sections: dict[str, str] | None = None, facts: dict[str, str] | None = None, adapter: bool = False,
 ) -> str:
-    """A Hugging Face style README.md that records where a model came from; `sections` adds titled markdown."""
+    """A Hugging Face style README.md that records where a model came from; `facts` adds lines to its header,
+    `sections` titled markdown. An adapter's card says how to load it on its base."""
     lines = [
         "---",
         "library_name: transformers",
@@ -153,6 +154,7 @@ def model_card(
         f"- **stage**: {stage}",
         f"- **parent model**: {parent}",
         f"- **chat template**: {template}",
+        *(f"- **{key}**: {value}" for key, value in (facts or {}).items()),
         "",
         "## Data",
         "",
@@ -164,7 +166,11 @@ def model_card(
     lines += [f"| {key} | {_fmt(value)} |" for key, value in metrics.items()]
     for title, body in (sections or {}).items():
         lines += ["", f"## {title}", "", body.strip()]
-    lines += ["", "Load it with transformers: `Auto*.from_pretrained(<this folder>)`.", ""]
+    if adapter:
+        lines += ["", "A peft adapter on the parent model: `peft.AutoPeftModelForCausalLM.from_pretrained(<this folder>)`"
+                  ", or `lmforge export` to merge it into a plain transformers model.", ""]
+    else:
+        lines += ["", "Load it with transformers: `Auto*.from_pretrained(<this folder>)`.", ""]
     return "\n".join(lines)
 
 

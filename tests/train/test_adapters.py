@@ -160,3 +160,50 @@ def test_saved_adapter_loads_in_plain_peft_with_identical_logits(tmp_path, token
         plain = AutoModelForCausalLM.from_pretrained(base)(ids).logits
     assert torch.equal(actual, expected)
     assert not torch.allclose(plain, expected)
+
+
+def train_nano(tmp_path, model_dir, chat_file, name, **updates):
+    from lmforge.config import load
+    from lmforge.train import train
+
+    return train(load(TrainRecipe, updates={
+        "stage": "sft", "name": name, "output_dir": str(tmp_path / "runs"), "model.path": str(model_dir),
+        "data.train": str(chat_file), "data.max_length": 64, "train.max_steps": 25, "train.lr": 1e-2,
+        "train.batch_size": 4, "train.logging_steps": 5, "train.warmup_ratio": 0.0, **updates,
+    }))
+
+
+def test_lora_run_is_a_peft_adapter_that_lmforge_and_plain_peft_load_alike(nano_model_dir, chat_file, tmp_path):
+    from lmforge.models import load_for_inference
+    from lmforge.runs import read_metrics
+
+    run = train_nano(tmp_path, nano_model_dir, chat_file, "lora", finetuning="lora", **{"lora.r": 4})
+    assert {"adapter_config.json", "adapter_model.safetensors", "generation_config.json"} <= {p.name for p in run.iterdir()}
+    assert not (run / "model.safetensors").exists()
+    losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
+    assert losses[-1] < 0.85 * losses[0]
+    counts = next(r["parameters"] for r in read_metrics(run) if "parameters" in r)
+    base = AutoModelForCausalLM.from_pretrained(nano_model_dir)
+    assert counts["trainable"] == expected_lora_parameters(base, PROJECTIONS, r=4)
+    assert counts["total"] == count_parameters(base) + counts["trainable"] and counts["trainable_share"] < 0.1
+    assert f"trainable {counts['trainable']:,} of {counts['total']:,} parameters" in (run / "run.log").read_text()
+    assert "lora (r=4, alpha=16" in (run / "README.md").read_text()
+    plain = PeftModel.from_pretrained(base, run).eval()
+    merged, tokenizer = load_for_inference(run, device="cpu")
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, plain(ids).logits, atol=1e-4, rtol=0)
+        assert not torch.allclose(AutoModelForCausalLM.from_pretrained(nano_model_dir)(ids).logits,
+                                  plain(ids).logits, atol=1e-3)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in merged.generation_config.eos_token_id
+
+
+def test_freeze_run_changes_only_the_trainable_blocks(nano_model_dir, chat_file, tmp_path):
+    from safetensors.torch import load_file
+
+    run = train_nano(tmp_path, nano_model_dir, chat_file, "freeze", finetuning="freeze",
+                     **{"freeze.trainable_layers": 1})
+    before, after = load_file(nano_model_dir / "model.safetensors"), load_file(run / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("model.layers.1.") for name in changed)
+    assert "freeze (last 1 blocks trainable" in (run / "README.md").read_text()

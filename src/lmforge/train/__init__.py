@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from lmforge.train.config import TrainRecipe
+from lmforge.train.config import ADAPTER_METHODS, TrainRecipe
 
 log = logging.getLogger("lmforge.train")
 
@@ -16,12 +16,14 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     from lmforge.plots import plot_metric
     from lmforge.runs import Run, atomic_write_text, model_card, read_metrics
     from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
+    from lmforge.train.adapters import apply_finetuning, parameter_counts, quantization_kwargs, trainable_summary
     from lmforge.train.loop import fit, resume_checkpoint
 
     run = Run(recipe.output_dir, recipe.name, overwrite)
     checkpoint = resume_checkpoint(recipe.train.resume, run.dir)
     with run.start(recipe, resume_from=checkpoint):
-        model, tokenizer = load_model(recipe.model, recipe.train.seed, recipe.data.max_length, for_training=True)
+        model, tokenizer = load_model(recipe.model, recipe.train.seed, recipe.data.max_length, for_training=True,
+                                      **quantization_kwargs(recipe))
         template_label = describe_template(recipe.data.template, tokenizer)
         tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
         stop_ids = _stop_ids(tokenizer, end_of_turn_ids(tokenizer, tokenizer.chat_template))
@@ -35,15 +37,31 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         retention = _retention_check(recipe, parent, run.dir)
         if retention:
             retention.measure_before(model, tokenizer)
+        model = apply_finetuning(model, recipe)
+        log.info("finetuning %s: %s", recipe.finetuning, trainable_summary(model))
+        run.log_metrics({"parameters": parameter_counts(model)})
         final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows, checkpoint)
         save_model(model, tokenizer, run.dir)
         plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
         sections = {}
         if retention:
             sections["Retention (before vs after training)"] = retention.report_after(model, tokenizer)
-        card = model_card(recipe.stage, parent, train_set.files, final, template_label, sections)
+        facts = {"finetuning": f"{_method(recipe)}; {trainable_summary(model)}"}
+        card = model_card(recipe.stage, parent, train_set.files, final, template_label, sections, facts,
+                          adapter=recipe.finetuning in ADAPTER_METHODS)
         atomic_write_text(run.dir / "README.md", card)
         return run.finish()
+
+
+def _method(recipe: TrainRecipe) -> str:
+    if recipe.finetuning in ADAPTER_METHODS:
+        lora = recipe.lora
+        targets = ", ".join(lora.target_modules) or "auto"
+        return f"{recipe.finetuning} (r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, targets: {targets})"
+    if recipe.finetuning == "freeze":
+        modules = ", ".join(recipe.freeze.trainable_modules) or "none"
+        return f"freeze (last {recipe.freeze.trainable_layers} blocks trainable, plus modules: {modules})"
+    return "full"
 
 
 def _retention_check(recipe: TrainRecipe, parent: str, folder: Path):

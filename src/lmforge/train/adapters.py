@@ -103,9 +103,14 @@ def freeze_all_but(model, section: FreezeSection):
     return model
 
 
-def trainable_summary(model) -> str:
+def parameter_counts(model) -> dict:
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
-    return f"trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)"
+    return {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)}
+
+
+def trainable_summary(model) -> str:
+    counts = parameter_counts(model)
+    return f"trainable {counts['trainable']:,} of {counts['total']:,} parameters ({counts['trainable_share']:.2%})"
 
 
 def require_qlora() -> None:

@@ -10,6 +10,7 @@ from lmforge.config import Section
 
 Preset = Literal["nano", "micro", "mini", "small", "0.5b"]
 Template = Literal["auto", "chatml", "llama3", "qwen", "alpaca", "plain"]
+ADAPTER_METHODS = ("lora", "dora", "qlora")
 
 
 class ModelConfig(Section):

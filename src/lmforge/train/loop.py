@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import torch
@@ -92,6 +93,43 @@ class DivergenceGuard(TrainerCallback):
             f"bad data (look for empty or very long examples). The diverged state was not saved: {run.dir} stays "
             f"for inspection, {kept}."
         )
+
+
+class PeakMemory:
+    """Peak memory of training: the CUDA allocator's peak on a GPU; on a CPU the process's resident set, sampled
+    every 50 ms (what the OS had to give the run, model and optimizer state included)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        import psutil
+
+        self._process, self._done = psutil.Process(), threading.Event()
+        self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.05):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+            return
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def megabytes(self) -> float:
+        return round(self.peak / 2**20, 1)
 
 
 def _weights_finite(model) -> bool:
@@ -196,7 +234,8 @@ def fit(
     )
     model.config.use_cache = False  # transformers builds per-example masks for packed rows only without a cache
     try:
-        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with PeakMemory(model.device) as memory:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
         writer.close()
     model.config.use_cache = True
@@ -205,6 +244,7 @@ def fit(
     final = {"train_loss_last": metrics.last.get("loss"), "train_loss_mean": result.training_loss}
     final["steps"] = result.global_step
     final["runtime_s"] = round(result.metrics.get("train_runtime", 0.0), 1)
+    final["peak_memory_mb"] = memory.megabytes
     if eval_rows is not None:
         final["eval_loss"] = trainer.evaluate()["eval_loss"]
     return {key: value for key, value in final.items() if value is not None}
