@@ -19,7 +19,7 @@ def test_help_does_not_import_heavy_libraries():
 
 def test_train_help_lists_recipe_keys():
     out = run_cli("train", "--help").stdout
-    assert "data.max_length" in out and "train.lr" in out and "--overwrite" in out
+    assert "data.max_length" in out and "train.lr" in out and "--overwrite" in out and "--nproc N" in out
 
 
 def test_generate_help_explains_every_option():

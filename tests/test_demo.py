@@ -14,7 +14,9 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     report = run_demo(cfg)
     text = report.read_text(encoding="utf-8")
     assert "| pretrain |" in text and "| sft |" in text and "world_mc_acc" in text
-    for stage in ("pretrain", "sft"):
+    assert "| sft-lora |" in text and "## Full SFT against LoRA SFT" in text
+    assert "LoRA reaches" in text and "of the parameters" in text
+    for stage in ("pretrain", "sft", "sft-lora"):
         run = report.parent / stage
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
         assert losses[-1] < losses[0]

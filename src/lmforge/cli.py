@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
@@ -34,11 +35,32 @@ def schema_from_args(schema: type[Section], args: argparse.Namespace) -> Section
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from lmforge.distributed import is_main_process
     from lmforge.train import train
     from lmforge.train.config import TrainRecipe
 
-    recipe = load(TrainRecipe, resolve_recipe(args.recipe), args.overrides)
-    print(f"finished: {train(recipe, overwrite=args.overwrite)}")
+    recipe = load(TrainRecipe, resolve_recipe(args.recipe), args.overrides)  # config errors once, before a launch
+    if args.nproc:
+        relaunch(torchrun_command(args))
+    finished = train(recipe, overwrite=args.overwrite)
+    if is_main_process():
+        print(f"finished: {finished}")
+
+
+def torchrun_command(args: argparse.Namespace) -> list[str]:
+    """This `lmforge train` as `--nproc` processes on this machine under torchrun (standalone rendezvous)."""
+    if "LOCAL_RANK" in os.environ:
+        raise ValueError("--nproc launches torchrun itself; leave it out when starting lmforge under a launcher")
+    train = ["train", args.recipe, *args.overrides, *(["--overwrite"] if args.overwrite else [])]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+            "-m", "lmforge.cli", *(["--verbose"] if args.verbose else []), *train]
+
+
+def relaunch(command: list[str]) -> typing.NoReturn:
+    """Become `command`: the launcher gets this process's signals (Ctrl-C stops every worker) and exit status."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -114,6 +136,12 @@ def _train_epilog() -> str:
     return "recipe keys (set in the YAML file or as key.sub=value overrides):\n" + help_table(TrainRecipe)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, at least 1: {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lmforge.demo import DemoConfig
     from lmforge.eval.config import EvalConfig
@@ -135,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("recipe", help="recipe YAML file, or a shipped recipe name (e.g. demo-sft)")
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    train.add_argument(
+        "--nproc", type=_positive, metavar="N",
+        help="train data-parallel in N processes on this machine (relaunches itself under torchrun; "
+        "train.batch_size is per process)",
+    )
     train.set_defaults(func=cmd_train)
 
     generate = verbs.add_parser("generate", help="sample replies from a model")

@@ -50,12 +50,18 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
         "model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir), "data.train": [str(world / "pretrain.jsonl")],
     }, cfg.pretrain_steps)
     evals = {"pretrain": evaluate_stage(pretrain_dir, world, cfg, overwrite)}
-    sft_dir = _train_stage("demo-sft", cfg, overwrite, {
-        "model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")],
-    }, cfg.sft_steps)
-    evals["sft"] = evaluate_stage(sft_dir, world, cfg, overwrite)
-    write_report(report, evals, {"pretrain": pretrain_dir, "sft": sft_dir}, time.time() - started)
+    runs = {"pretrain": pretrain_dir}
+    for stage, recipe_name in SFT_VARIANTS.items():
+        runs[stage] = _train_stage(recipe_name, cfg, overwrite, {
+            "model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")],
+        }, cfg.sft_steps)
+        evals[stage] = evaluate_stage(runs[stage], world, cfg, overwrite)
+    write_report(report, evals, runs, time.time() - started)
     return report
+
+
+# The SFT stage twice, from the same pretrained model: every weight trained, and LoRA adapters only.
+SFT_VARIANTS = {"sft": "demo-sft", "sft-lora": "demo-sft-lora"}
 
 
 def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: dict, steps: int) -> Path:
@@ -139,6 +145,7 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     lines += ["", *[f"- `{name}`: {note}" for name, *_, note in REPORT_ROWS]]
     _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
     lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
+    lines += ["", "## Full SFT against LoRA SFT", "", _finetuning_comparison(runs, values)]
     analysis = analyze_run(evals["sft"])
     lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",
               _body(analysis.read_text(encoding="utf-8").split("\n## ", 1)[0]),
@@ -147,6 +154,42 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
         lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> str:
+    """The same SFT data and schedule, all weights against LoRA adapters: what each trains, costs and reaches."""
+    from lmforge.eval.report import markdown_table
+
+    stages = list(SFT_VARIANTS)
+    facts = {stage: training_facts(runs[stage]) for stage in stages}
+    rows = [
+        ["trainable parameters", *(f"{f['trainable']:,} ({f['trainable_share']:.1%})" for f in facts.values())],
+        ["peak memory while training (rise over the start)",
+         *(f"{f['peak_memory_mb']:,.0f} MiB (+{f['memory_rise_mb']:,.0f})" for f in facts.values())],
+        ["weights + gradients + AdamW state", *(f"{f['state_mb']:,.1f} MiB" for f in facts.values())],
+        ["training time", *(f"{f['runtime_s']:.0f} s" for f in facts.values())],
+        ["saved weights", *(f"{f['saved_mb']:,.2f} MiB" for f in facts.values())],
+        *([name, *(_percent(values[stage][name]) for stage in stages)] for name in ("qa_exact_match", "world_mc_acc")),
+    ]
+    full, lora = (values[stage]["qa_exact_match"] for stage in stages)
+    share = f"{lora / full:.0%} of full SFT's" if full and lora is not None else "no ratio to full SFT's"
+    summary = (f"\n\nLoRA reaches a QA exact match of {_percent(lora)}, {share}, while training "
+               f"{facts['sft-lora']['trainable_share']:.1%} of the parameters.")
+    return markdown_table(["", *stages], rows) + summary
+
+
+def training_facts(run_dir: Path) -> dict:
+    """Parameter counts and final training figures a run logged, and the size of what it saved."""
+    from lmforge.runs import read_metrics
+
+    records = read_metrics(run_dir)
+    facts = {**_last(records, "parameters"), **_last(records, "final")}
+    facts["saved_mb"] = sum(path.stat().st_size for path in run_dir.glob("*.safetensors")) / 2**20
+    return facts
+
+
+def _last(records: list[dict], key: str) -> dict:
+    return next(record[key] for record in reversed(records) if key in record)
 
 
 def _body(markdown: str) -> str:

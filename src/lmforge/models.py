@@ -131,10 +131,23 @@ def merge_adapter(model, adapter: str | Path):
     _require_local_dir(adapter, "adapter")
     if not (adapter / ADAPTER_WEIGHTS).is_file():
         raise ValueError(f"{adapter} has no {ADAPTER_WEIGHTS} (lmforge loads safetensors only)")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    adapted = PeftModel.from_pretrained(model, str(adapter))
+    _merge_tied_adapter_once(adapted.get_base_model())
+    merged = adapted.merge_and_unload()
     if (adapter / "generation_config.json").is_file():
         merged.generation_config = GenerationConfig.from_pretrained(str(adapter), local_files_only=True)
     return merged
+
+
+def _merge_tied_adapter_once(model) -> None:
+    """With tied embeddings, a LoRA on the embedding matrix is shared by its input and output side (peft's
+    ensure_weight_tying); merging both sides would add the one update twice to the one matrix, so the output side
+    is handed back its plain layer and the merge goes through the input side alone."""
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if not (hasattr(head, "get_base_layer") and hasattr(embedding, "get_base_layer")):
+        return
+    if head.get_base_layer().weight is embedding.get_base_layer().weight:
+        model.set_output_embeddings(head.get_base_layer())
 
 
 def mixed_precision(cfg: ModelConfig, device: torch.device) -> dict[str, bool]:
@@ -156,8 +169,14 @@ def load_for_inference(
     return model.eval(), tokenizer
 
 
+def unique_parameters(model) -> list:
+    """Each tensor once: peft's adapter on a tied embedding is two parameters over one storage."""
+    unique = {id(p) if p.device.type == "meta" else p.data_ptr(): p for p in model.parameters()}
+    return list(unique.values())
+
+
 def count_parameters(model, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(p.numel() for p in unique_parameters(model) if p.requires_grad or not trainable_only)
 
 
 def set_stop_tokens(model, tokenizer, stop_ids: list[int]) -> None:
@@ -169,7 +188,13 @@ def set_stop_tokens(model, tokenizer, stop_ids: list[int]) -> None:
 def save_model(model, tokenizer, out: Path) -> None:
     """Safetensors weights (or a peft adapter), generation config and the tokenizer with its chat template."""
     model.save_pretrained(out, safe_serialization=True)
-    model.generation_config.save_pretrained(out)  # a peft adapter's save leaves it out; it holds the stop tokens
+    save_companions(model, tokenizer, out)
+
+
+def save_companions(model, tokenizer, out: Path) -> None:
+    """What a model folder needs beside the weights: the generation config (a peft adapter's save leaves it out;
+    it holds the stop tokens) and the tokenizer with its chat template."""
+    model.generation_config.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -1,7 +1,8 @@
 """Run folders: everything a command produces lands in `<output_dir>/<name>/`, and only when it finished.
 
 Work happens in `<name>.partial/`; the final rename makes a run visible, so a crash never leaves a folder that
-looks finished, and a finished run is never replaced without `overwrite`.
+looks finished, and a finished run is never replaced without `overwrite`. In a distributed run only the main
+process (global rank 0) writes the folder; the others wait for it where they depend on it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Iterable
 from pydantic import BaseModel
 
 from lmforge.config import dump_yaml
+from lmforge.distributed import barrier, is_main_process
 
 
 class RunExistsError(FileExistsError):
@@ -24,19 +26,28 @@ class RunExistsError(FileExistsError):
 
 
 class Run:
+    """One run folder. `writes` is whether this process writes it: the main one (global rank 0) of a distributed
+    run, the only one otherwise; the others train alongside and leave the folder alone."""
+
     def __init__(self, output_dir: str | Path, name: str, overwrite: bool = False):
         self.final = Path(output_dir) / name
         self.dir = partial_path(self.final)
         self.overwrite = overwrite
+        self.writes = is_main_process()
         self._log_handler: logging.Handler | None = None
 
     def start(self, config: BaseModel, resume_from: Path | None = None) -> "Run":
         """Open the `.partial` work folder. Resuming from a checkpoint inside it keeps the folder (an interrupted
-        run continues); otherwise it starts empty."""
+        run continues); otherwise it starts empty. The main process prepares it once every process has looked at
+        it as it was (to choose a checkpoint); the others wait until it is ready."""
         keep = resume_from is not None and self.dir.resolve() in resume_from.resolve().parents
-        self.dir = fresh_partial(self.final, self.overwrite, keep)
-        (self.dir / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
-        self._log_handler = attach_log_file(self.dir / "run.log")
+        refuse_to_replace(self.final, self.overwrite)  # in every process, so that all of them stop alike
+        barrier()
+        if self.writes:
+            self.dir = fresh_partial(self.final, self.overwrite, keep)
+            (self.dir / "config.yaml").write_text(dump_yaml(config), encoding="utf-8")
+            self._log_handler = attach_log_file(self.dir / "run.log")
+        barrier()
         return self
 
     def __enter__(self) -> "Run":
@@ -53,6 +64,8 @@ class Run:
             self._log_handler = None
 
     def log_metrics(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         with open(self.dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False) + "\n")
 
@@ -60,15 +73,19 @@ class Run:
         """Drop records logged after `step`, which a run resumed from that step logs again, and a line torn by a
         crash."""
         path = self.dir / "metrics.jsonl"
-        if not path.exists():
+        if not self.writes or not path.exists():
             return
         records = [_parse(line) for line in path.read_text(encoding="utf-8").splitlines()]
         kept = [r for r in records if r is not None and r.get("step", 0) <= step]
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
 
     def finish(self) -> Path:
+        """Publish the run (the main process) and return its final folder once it is there (every process)."""
         self.close()
-        return publish(self.dir, self.final)
+        if self.writes:
+            publish(self.dir, self.final)
+        barrier()
+        return self.final
 
 
 def partial_path(final: Path) -> Path:
@@ -78,13 +95,17 @@ def partial_path(final: Path) -> Path:
 def fresh_partial(final: Path, overwrite: bool, keep: bool = False) -> Path:
     """A `<final>.partial` folder to work in, after refusing to replace finished output: emptied, unless `keep`
     (resuming the interrupted work in it)."""
-    if final.exists() and not overwrite:
-        raise RunExistsError(f"{final} already exists; pass --overwrite to replace it")
+    refuse_to_replace(final, overwrite)
     partial = partial_path(final)
     if partial.exists() and not keep:
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     return partial
+
+
+def refuse_to_replace(final: Path, overwrite: bool) -> None:
+    if final.exists() and not overwrite:
+        raise RunExistsError(f"{final} already exists; pass --overwrite to replace it")
 
 
 def publish(partial: Path, final: Path) -> Path:

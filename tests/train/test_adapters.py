@@ -177,14 +177,15 @@ def test_lora_run_is_a_peft_adapter_that_lmforge_and_plain_peft_load_alike(nano_
     from lmforge.models import load_for_inference
     from lmforge.runs import read_metrics
 
-    run = train_nano(tmp_path, nano_model_dir, chat_file, "lora", finetuning="lora", **{"lora.r": 4})
+    run = train_nano(tmp_path, nano_model_dir, chat_file, "lora", finetuning="lora",
+                     **{"lora.r": 4, "lora.trainable_tokens": ["<|im_end|>"]})
     assert {"adapter_config.json", "adapter_model.safetensors", "generation_config.json"} <= {p.name for p in run.iterdir()}
     assert not (run / "model.safetensors").exists()
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert losses[-1] < 0.85 * losses[0]
     counts = next(r["parameters"] for r in read_metrics(run) if "parameters" in r)
     base = AutoModelForCausalLM.from_pretrained(nano_model_dir)
-    assert counts["trainable"] == expected_lora_parameters(base, PROJECTIONS, r=4)
+    assert counts["trainable"] == expected_lora_parameters(base, PROJECTIONS, r=4) + base.config.hidden_size
     assert counts["total"] == count_parameters(base) + counts["trainable"] and counts["trainable_share"] < 0.1
     assert f"trainable {counts['trainable']:,} of {counts['total']:,} parameters" in (run / "run.log").read_text()
     assert "lora (r=4, alpha=16" in (run / "README.md").read_text()
@@ -207,3 +208,39 @@ def test_freeze_run_changes_only_the_trainable_blocks(nano_model_dir, chat_file,
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith("model.layers.1.") for name in changed)
     assert "freeze (last 1 blocks trainable" in (run / "README.md").read_text()
+
+
+def test_trainable_tokens_add_one_embedding_row_each(tokenizer):
+    model = tiny("llama", len(tokenizer))
+    markers = ["<|im_start|>", "<|im_end|>"]
+    expected = expected_lora_parameters(model, PROJECTIONS, r=8) + len(markers) * model.config.hidden_size
+    wrapped = apply_finetuning(model, make_recipe("lora", lora={"trainable_tokens": markers}), tokenizer)
+    assert count_parameters(wrapped, trainable_only=True) == expected
+    with pytest.raises(ValueError, match=r"\['<\|nope\|>'\] are not tokens"):
+        apply_finetuning(tiny("llama", len(tokenizer)), make_recipe("lora", lora={"trainable_tokens": ["<|nope|>"]}),
+                         tokenizer)
+
+
+def test_lora_on_a_tied_embedding_trains_one_matrix_and_merges_it_once(tmp_path):
+    from lmforge.models import merge_adapter
+
+    base = tmp_path / "base"
+    tiny("llama", tie_word_embeddings=True).save_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    targets = ["q_proj", "embed_tokens"]
+    wrapped = apply_finetuning(model, make_recipe("lora", path=str(base), lora={"r": 4, "target_modules": targets}))
+    head, embedding = wrapped.get_base_model().lm_head, wrapped.get_base_model().model.embed_tokens
+    assert head.lora_B["default"].weight.data_ptr() == embedding.lora_embedding_A["default"].data_ptr()
+    tied_adapter = 4 * (128 + 64)  # one A (r x vocab) and one B (hidden x r), counted once
+    assert count_parameters(wrapped, trainable_only=True) == expected_lora_parameters(tiny("llama"), ["q_proj"], 4) + tied_adapter
+    optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        wrapped(input_ids=ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    wrapped.eval().save_pretrained(tmp_path / "adapter")
+    merged = merge_adapter(AutoModelForCausalLM.from_pretrained(base), tmp_path / "adapter")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, wrapped(ids).logits, atol=1e-4, rtol=0)
+    assert merged.lm_head.weight is merged.model.embed_tokens.weight

@@ -1,4 +1,5 @@
-"""`lmforge train RECIPE`: every training stage, on top of the transformers Trainer."""
+"""`lmforge train RECIPE`: every training stage, on top of the transformers Trainer. Under torchrun or accelerate
+launch every process runs `train`; the main one alone writes the run folder."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ log = logging.getLogger("lmforge.train")
 
 def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     """Run one stage end to end and return the finished run folder (the trained model lives in it)."""
-    from lmforge.models import load_model, save_model, set_stop_tokens
+    from lmforge.distributed import join
+    from lmforge.models import load_model, pick_device, set_stop_tokens
     from lmforge.plots import plot_metric
     from lmforge.runs import Run, atomic_write_text, model_card, read_metrics
     from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
     from lmforge.train.adapters import apply_finetuning, parameter_counts, quantization_kwargs, trainable_summary
     from lmforge.train.loop import fit, resume_checkpoint
 
+    join(cpu=pick_device(recipe.model.device).type == "cpu")
     run = Run(recipe.output_dir, recipe.name, overwrite)
     checkpoint = resume_checkpoint(recipe.train.resume, run.dir)
     with run.start(recipe, resume_from=checkpoint):
@@ -34,22 +37,23 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         eval_rows = _prepare(recipe.data.eval, recipe, tokenizer).rows if recipe.data.eval else None
         run.log_metrics({"data": train_set.stats})
         parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
-        retention = _retention_check(recipe, parent, run.dir)
+        retention = _retention_check(recipe, parent, run)
         if retention:
             retention.measure_before(model, tokenizer)
-        model = apply_finetuning(model, recipe)
+        model = apply_finetuning(model, recipe, tokenizer)
         log.info("finetuning %s: %s", recipe.finetuning, trainable_summary(model))
         run.log_metrics({"parameters": parameter_counts(model)})
         final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows, checkpoint)
-        save_model(model, tokenizer, run.dir)
-        plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
-        sections = {}
-        if retention:
-            sections["Retention (before vs after training)"] = retention.report_after(model, tokenizer)
-        facts = {"finetuning": f"{_method(recipe)}; {trainable_summary(model)}"}
-        card = model_card(recipe.stage, parent, train_set.files, final, template_label, sections, facts,
-                          adapter=recipe.finetuning in ADAPTER_METHODS)
-        atomic_write_text(run.dir / "README.md", card)
+        run.log_metrics({"final": final})
+        if run.writes:
+            plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
+            sections = {}
+            if retention:
+                sections["Retention (before vs after training)"] = retention.report_after(model, tokenizer)
+            facts = {"finetuning": f"{_method(recipe)}; {trainable_summary(model)}"}
+            card = model_card(recipe.stage, parent, train_set.files, final, template_label, sections, facts,
+                              adapter=recipe.finetuning in ADAPTER_METHODS)
+            atomic_write_text(run.dir / "README.md", card)
         return run.finish()
 
 
@@ -64,12 +68,13 @@ def _method(recipe: TrainRecipe) -> str:
     return "full"
 
 
-def _retention_check(recipe: TrainRecipe, parent: str, folder: Path):
+def _retention_check(recipe: TrainRecipe, parent: str, run):
+    """The forgetting check, if the recipe asks for one; the main process alone runs it, into its run folder."""
     from lmforge.eval.retention import RetentionCheck
 
-    if not recipe.eval.retention_tasks:
+    if not recipe.eval.retention_tasks or not run.writes:
         return None
-    return RetentionCheck(recipe.eval, parent, folder / "retention")
+    return RetentionCheck(recipe.eval, parent, run.dir / "retention")
 
 
 def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer):

@@ -13,20 +13,34 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmforge.models import count_parameters
+from lmforge.models import count_parameters, unique_parameters
 from lmforge.train.config import FreezeSection, TrainRecipe
 
 
-def apply_finetuning(model, recipe: TrainRecipe):
-    """The model to train: untouched (full), frozen but for its last blocks (freeze), or a peft adapter model."""
+def apply_finetuning(model, recipe: TrainRecipe, tokenizer=None):
+    """The model to train: untouched (full), frozen but for its last blocks (freeze), or a peft adapter model
+    (the tokenizer resolves `lora.trainable_tokens`)."""
     if recipe.finetuning == "full":
         return model
     if recipe.finetuning == "freeze":
         return freeze_all_but(model, recipe.freeze)
-    return add_lora(model, recipe)
+    return add_lora(model, recipe, token_ids(tokenizer, recipe.lora.trainable_tokens))
 
 
-def add_lora(model, recipe: TrainRecipe):
+def token_ids(tokenizer, tokens: list[str]) -> list[int]:
+    """The vocabulary ids of `lora.trainable_tokens`, each of which must be one token of this tokenizer."""
+    if not tokens:
+        return []
+    if tokenizer is None:
+        raise ValueError("lora.trainable_tokens needs the tokenizer to look the tokens up")
+    ids = [tokenizer.convert_tokens_to_ids(token) for token in tokens]
+    unknown = [token for token, i in zip(tokens, ids) if i is None or i == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"lora.trainable_tokens {unknown} are not tokens of this tokenizer's vocabulary")
+    return ids
+
+
+def add_lora(model, recipe: TrainRecipe, trainable_token_ids: list[int] = ()):
     """Wrap in LoRA/DoRA adapters; the saved adapter names its parent so `PeftModel.from_pretrained` finds it."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -46,6 +60,10 @@ def add_lora(model, recipe: TrainRecipe):
         lora_dropout=recipe.lora.dropout,
         target_modules=targets,
         use_dora=recipe.finetuning == "dora",
+        rank_pattern=recipe.lora.rank_pattern,
+        alpha_pattern={name: rank * recipe.lora.alpha / recipe.lora.r for name, rank in recipe.lora.rank_pattern.items()},
+        trainable_token_indices=list(trainable_token_ids) or None,
+        ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False)),
         fan_in_fan_out=_targets_conv1d(model, targets),
         task_type="CAUSAL_LM",
     )
@@ -104,8 +122,13 @@ def freeze_all_but(model, section: FreezeSection):
 
 
 def parameter_counts(model) -> dict:
+    """Trainable and total parameters, and the memory of weights plus what training adds per trainable
+    parameter: an fp32 gradient and AdamW's two fp32 moments."""
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
-    return {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6)}
+    weights = sum(p.numel() * p.element_size() for p in unique_parameters(model))
+    state_mb = (weights + trainable * (4 + 8)) / 2**20
+    return {"trainable": trainable, "total": total, "trainable_share": round(trainable / total, 6),
+            "state_mb": round(state_mb, 2)}
 
 
 def trainable_summary(model) -> str:

@@ -97,6 +97,14 @@ class LoraSection(Section):
     target_modules: list[str] = Field(
         [], description="module names to adapt (empty: the attention and MLP projections of the architecture)"
     )
+    rank_pattern: dict[str, int] = Field(
+        {}, description="another rank for the modules whose name matches (e.g. {embed_tokens: 64}); their alpha "
+        "scales with it, so alpha / r stays the same"
+    )
+    trainable_tokens: list[str] = Field(
+        [], description="tokens whose embedding rows train too (peft trainable tokens), e.g. chat-template markers "
+        "such as <|im_end|> that a base model never saw"
+    )
 
 
 class FreezeSection(Section):
@@ -108,9 +116,18 @@ class FreezeSection(Section):
 
 class DistributedSection(Section):
     deepspeed: str | None = Field(
-        None, description="DeepSpeed config: zero2, zero3 (shipped, in lmforge/launch/) or a JSON file; needs CUDA"
+        None, description="DeepSpeed config: zero2, zero3 (shipped, in lmforge/launch/) or a JSON file; needs CUDA "
+        "and pip install deepspeed"
     )
-    fsdp: str | None = Field(None, description="FSDP config: fsdp (shipped) or a JSON file of fsdp_config keys")
+    fsdp: str | None = Field(
+        None, description="FSDP config: fsdp (shipped) or a JSON file of fsdp_config keys; needs CUDA"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "DistributedSection":
+        if self.deepspeed and self.fsdp:
+            raise ValueError("set at most one of distributed.deepspeed or distributed.fsdp")
+        return self
 
 
 class RetentionSection(Section):

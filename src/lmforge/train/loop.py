@@ -1,8 +1,10 @@
 """The optimisation loop: a transformers Trainer wired to the run folder (metrics.jsonl, TensorBoard, checkpoints),
-with exact resume from the newest complete checkpoint and a stop on divergence."""
+with exact resume from the newest complete checkpoint, a stop on divergence, and the `distributed:` section's
+DeepSpeed or FSDP config. Under torchrun every process runs it; only the main one writes the run folder."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -17,16 +19,21 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 
-from lmforge.models import mixed_precision
+from lmforge.models import mixed_precision, save_companions, save_model
 from lmforge.runs import Run
 from lmforge.sequences import Collator, Row
-from lmforge.train.config import TrainRecipe
+from lmforge.train.config import DistributedSection, TrainRecipe
 
 log = logging.getLogger("lmforge.train")
 
 COMPLETE = "COMPLETE"
 _BAD_WEIGHTS = "non-finite weights"
 _CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+LAUNCH_DIR = Path(__file__).parent.parent / "launch"
+SHIPPED_CONFIGS = {
+    "deepspeed": {"zero2": "deepspeed_zero2.json", "zero3": "deepspeed_zero3.json"},
+    "fsdp": {"fsdp": "fsdp.json"},
+}
 
 
 class DivergenceError(RuntimeError, ValueError):
@@ -96,21 +103,23 @@ class DivergenceGuard(TrainerCallback):
 
 
 class PeakMemory:
-    """Peak memory of training: the CUDA allocator's peak on a GPU; on a CPU the process's resident set, sampled
-    every 50 ms (what the OS had to give the run, model and optimizer state included)."""
+    """Peak memory of training, and its rise over the start: the CUDA allocator's on a GPU; on a CPU the
+    process's resident set, sampled every 50 ms (what the OS had to give the run, model and optimizer state
+    included)."""
 
     def __init__(self, device):
         self.device = device
-        self.peak = 0
+        self.start = self.peak = 0
 
     def __enter__(self) -> "PeakMemory":
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
             return self
         import psutil
 
         self._process, self._done = psutil.Process(), threading.Event()
-        self.peak = self._process.memory_info().rss
+        self.start = self.peak = self._process.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -127,9 +136,8 @@ class PeakMemory:
         self._thread.join()
         self.peak = max(self.peak, self._process.memory_info().rss)
 
-    @property
-    def megabytes(self) -> float:
-        return round(self.peak / 2**20, 1)
+    def figures(self) -> dict[str, float]:
+        return {"peak_memory_mb": round(self.peak / 2**20, 1), "memory_rise_mb": round((self.peak - self.start) / 2**20, 1)}
 
 
 def _weights_finite(model) -> bool:
@@ -211,19 +219,55 @@ def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device) ->
         report_to="none",
         remove_unused_columns=False,
         **mixed_precision(recipe.model, device),
+        **sharding_arguments(recipe.distributed, device),
     )
+
+
+def sharding_arguments(section: DistributedSection, device) -> dict:
+    """TrainingArguments for the `distributed:` section: a DeepSpeed config file, or FSDP with its fsdp_config
+    file. Nothing for plain data parallelism, which the Trainer sets up from the launcher's environment."""
+    if section.deepspeed:
+        path = launch_config("deepspeed", section.deepspeed)
+        _require_gpu("deepspeed", device)
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("distributed.deepspeed needs DeepSpeed, which is not installed: pip install deepspeed")
+        return {"deepspeed": str(path)}
+    if section.fsdp:
+        path = launch_config("fsdp", section.fsdp)
+        _require_gpu("fsdp", device)
+        return {"fsdp": True, "fsdp_config": str(path)}
+    return {}
+
+
+def launch_config(key: str, value: str) -> Path:
+    """The file a `distributed.<key>` setting names: a shipped config (lmforge/launch/) or the user's own."""
+    shipped = SHIPPED_CONFIGS[key]
+    path = LAUNCH_DIR / shipped[value] if value in shipped else Path(value)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"distributed.{key}={value}: no such file; give a JSON config file or a shipped name ({', '.join(shipped)})"
+        )
+    return path
+
+
+def _require_gpu(key: str, device) -> None:
+    """Sharding is for GPUs: DeepSpeed needs CUDA, and FSDP on CPUs would quietly train plain data-parallel."""
+    if device.type == "cpu":
+        raise ValueError(
+            f"distributed.{key} needs CUDA GPUs, and this run is on the CPU; on CPUs leave distributed unset and "
+            "train plain data-parallel (lmforge train RECIPE --nproc N)"
+        )
 
 
 def fit(
     model, tokenizer, recipe: TrainRecipe, run: Run, rows: list[Row], eval_rows: list[Row] | None,
     checkpoint: Path | None = None,
 ) -> dict:
-    """Train in place, continuing from `checkpoint` if given, and return the final metrics for the model card."""
-    from torch.utils.tensorboard import SummaryWriter
-
+    """Train in place, continuing from `checkpoint` if given, save the final model into the run folder and return
+    the final metrics for the model card."""
     resumed_step = _prepare_resume(recipe.train.resume, run, checkpoint)
     metrics, guard = RunMetrics(run), DivergenceGuard()
-    writer = SummaryWriter(log_dir=str(run.dir / "tensorboard"), purge_step=resumed_step + 1 if checkpoint else None)
+    writer = _tensorboard(run, resumed_step + 1 if checkpoint else None)
     trainer = Trainer(
         model=model,
         args=training_arguments(recipe, run, eval_rows is not None, model.device),
@@ -237,17 +281,37 @@ def fit(
         with PeakMemory(model.device) as memory:
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     model.config.use_cache = True
     if guard.step is not None:
         raise guard.error(run)
     final = {"train_loss_last": metrics.last.get("loss"), "train_loss_mean": result.training_loss}
     final["steps"] = result.global_step
     final["runtime_s"] = round(result.metrics.get("train_runtime", 0.0), 1)
-    final["peak_memory_mb"] = memory.megabytes
+    final.update(memory.figures())
     if eval_rows is not None:
         final["eval_loss"] = trainer.evaluate()["eval_loss"]
+    save_final(trainer, model, tokenizer, run)
     return {key: value for key, value in final.items() if value is not None}
+
+
+def _tensorboard(run: Run, purge_step: int | None):
+    """The main process's TensorBoard writer (None elsewhere; the Trainer's callback skips the others)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run.dir / "tensorboard"), purge_step=purge_step) if run.writes else None
+
+
+def save_final(trainer: Trainer, model, tokenizer, run: Run) -> None:
+    """Write the trained model into the run folder. Sharded weights (DeepSpeed, FSDP) are gathered by
+    `Trainer.save_model`, which every process must call; otherwise the main process saves them alone."""
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        trainer.save_model(str(run.dir))
+        if run.writes:
+            save_companions(model, tokenizer, run.dir)
+    elif run.writes:
+        save_model(model, tokenizer, run.dir)
 
 
 def _prepare_resume(setting: str, run: Run, checkpoint: Path | None) -> int:
@@ -262,9 +326,14 @@ def _prepare_resume(setting: str, run: Run, checkpoint: Path | None) -> int:
     step = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME)).global_step
     log.info("resuming from %s (step %d)", checkpoint, step)
     run.rewind_metrics(step)
+    if run.writes:
+        _remove_incomplete_checkpoints(run, checkpoint)
+    return step
+
+
+def _remove_incomplete_checkpoints(run: Run, checkpoint: Path) -> None:
     keep = {path.resolve() for path in complete_checkpoints(checkpoint_dir(run.dir))} | {checkpoint.resolve()}
     for stale in checkpoint_dir(run.dir).glob("checkpoint-*"):
         if stale.is_dir() and stale.resolve() not in keep:
             log.info("removing incomplete checkpoint %s", stale)
             shutil.rmtree(stale)
-    return step
