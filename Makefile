@@ -26,6 +26,8 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/cli_startup.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/eval_speed.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/train_throughput.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/export_latency.py
 
 clean:
 	rm -rf $(VENV) runs

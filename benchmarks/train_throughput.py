@@ -7,18 +7,21 @@ longer than max_length, so nothing is truncated and every run sees the same toke
 trained on the world text, with the chatml template. Model: the `mini` preset, saved once; every run loads those
 same initial weights from disk.
 
-Runs, each one epoch over the same examples (so the same real-token budget), with the same batch size in rows,
-learning rate, linear schedule without warmup, weight decay 0 and seed; the two runs with one example per row (lmforge
-unpacked, TRL) draw identical batches:
+Runs, each one epoch over the same examples (so the same real-token budget) and the same number of real tokens
+per optimizer step (--tokens-per-step, 1024 by default), with the same learning rate, linear schedule without
+warmup, weight decay 0 and seed; the two runs with one example per row (lmforge unpacked, TRL) draw identical
+batches:
 - lmforge packed: `lmforge.train.train`, stage sft, data.packing=true (padding-free best-fit packing into rows of up
-  to max_length tokens; each row only holds real tokens, the batch pads rows to the longest one);
-- lmforge unpacked: the same with data.packing=false (one example per row, padded per batch);
-- TRL: `SFTTrainer` with SFTConfig defaults apart from output_dir, max_length, batch size, learning rate, one epoch,
-  seed, report_to=none and use_cpu. Its defaults pad per batch, train on every token (assistant_only_loss=False),
-  use bf16 autocast and gradient checkpointing; `--trl-matched` adds a TRL run with bf16=False and
-  gradient_checkpointing=False, to tell those two defaults apart from the data layout.
-Packing puts many examples in a row, so at equal tokens the packed run takes far fewer, larger optimizer steps, which
-shows in its loss.
+  to max_length tokens, nearly full), one row per step when tokens-per-step equals max_length;
+- lmforge unpacked: the same with data.packing=false (one example per row, padded per batch), as many examples per
+  step as make tokens-per-step on average;
+- TRL: `SFTTrainer` with SFTConfig defaults apart from output_dir, max_length, batch size (the unpacked one),
+  learning rate, one epoch, seed and report_to=none. Its defaults pad per batch, train on every token
+  (assistant_only_loss=False), use bf16 autocast and gradient checkpointing; `--trl-matched` adds a TRL run with
+  bf16=False and gradient_checkpointing=False, to tell those two defaults apart from the data layout.
+lmforge's own default precision applies (model.dtype=auto: bf16 autocast with fp32 master weights on CPUs with
+native bf16 matmuls, as TRL's default, else fp32). Equal tokens per step means about as many optimizer steps for
+every run, so the losses at equal tokens compare optimisation at the same budget.
 
 Measurement. transformers' `Trainer.training_step` (which both lmforge's Trainer and SFTTrainer go through) is wrapped
 to record each step's batch, and a global optimizer-step hook marks when the last update finished. The timed window
@@ -28,8 +31,9 @@ each trainer's own metrics are inside.
 - real tokens: non-padding input tokens (the pad token never occurs in the data);
 - processed tokens: every position in the batch tensors, padding included;
 - model FLOP/s: 6 * parameters * real tokens / seconds, parameters counted once with tied embeddings (the LM head
-  matmul); attention score FLOPs (and the masked-out work between packed examples) are not included; share of peak
-  is against the best fp32 2048x2048 torch.matmul rate on the same threads (the bf16 rate is printed too);
+  matmul); attention score FLOPs (and the masked-out work between packed examples) are not included; shares of peak
+  are against the best fp32 and bf16 2048x2048 torch.matmul rates on the same threads (a run that autocasts to
+  bf16 is bounded by the bf16 one);
 - peak RSS: process resident memory sampled every 20 ms during the whole run (loading included), and its rise over
   the RSS before the run; freed memory is handed back to the OS (malloc_trim) between runs;
 - other CPU: the share of all cores that other processes used during the run, to flag a noisy machine;
@@ -38,7 +42,7 @@ each trainer's own metrics are inside.
   and TRL's default every token, so those numbers are not the same quantity; the comparable one is the held-out
   reply-token loss, computed the same way for each final model (and for the initial weights).
 
-    python benchmarks/train_throughput.py [--examples N] [--long N] [--batch-size N] [--lr LR] [--trl-matched]
+    python benchmarks/train_throughput.py [--examples N] [--long N] [--tokens-per-step N] [--lr LR] [--trl-matched]
 """
 
 from __future__ import annotations
@@ -312,7 +316,8 @@ def heldout_loss(model, tokenizer, records: list[dict], batch_size: int = 16) ->
 # ---------------------------------------------------------------- the runs
 
 
-def run_lmforge(name: str, packing: bool, init: Path, train_file: Path, work: Path, args, heldout: list[dict]) -> Result:
+def run_lmforge(name: str, packing: bool, rows: int, init: Path, train_file: Path, work: Path, args,
+                heldout: list[dict]) -> Result:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lmforge.config import load
@@ -322,7 +327,7 @@ def run_lmforge(name: str, packing: bool, init: Path, train_file: Path, work: Pa
     recipe = load(TrainRecipe, updates={
         "stage": "sft", "name": name, "output_dir": str(work / "runs"), "model.path": str(init),
         "data.train": str(train_file), "data.max_length": args.max_length, "data.packing": packing,
-        "data.template": "chatml", "train.epochs": 1, "train.batch_size": args.batch_size, "train.lr": args.lr,
+        "data.template": "chatml", "train.epochs": 1, "train.batch_size": rows, "train.lr": args.lr,
         "train.scheduler": "linear", "train.warmup_ratio": 0.0, "train.weight_decay": 0.0, "train.seed": args.seed,
     })
     tokenizer = AutoTokenizer.from_pretrained(init)
@@ -333,7 +338,7 @@ def run_lmforge(name: str, packing: bool, init: Path, train_file: Path, work: Pa
                   heldout_loss(model, AutoTokenizer.from_pretrained(run_dir), heldout))
 
 
-def run_trl(name: str, init: Path, train_records: list[dict], work: Path, args, heldout: list[dict],
+def run_trl(name: str, rows: int, init: Path, train_records: list[dict], work: Path, args, heldout: list[dict],
             matched: bool) -> Result:
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -342,7 +347,7 @@ def run_trl(name: str, init: Path, train_records: list[dict], work: Path, args, 
     tokenizer = AutoTokenizer.from_pretrained(init)
     overrides = {"bf16": False, "gradient_checkpointing": False} if matched else {}
     config = SFTConfig(output_dir=str(work / name), max_length=args.max_length, num_train_epochs=1,
-                       per_device_train_batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                       per_device_train_batch_size=rows, learning_rate=args.lr, seed=args.seed,
                        report_to="none", use_cpu=True, **overrides)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in train_records])
     with Monitor() as monitor, StepRecorder(tokenizer.pad_token_id) as steps:
@@ -371,12 +376,12 @@ def quarter_losses(steps: list[Step], budget: int) -> list[float]:
 
 def report(results: list[Result], params: int, peak32: float, peak16: float, baseline: float) -> None:
     print(f"\n{'run':24} {'steps':>5} {'real tok':>9} {'processed':>9} {'pad':>6} {'train s':>8} {'real tok/s':>10} "
-          f"{'GFLOP/s':>8} {'%peak':>6} {'peak RSS':>9} {'RSS rise':>9} {'other CPU':>9}")
+          f"{'GFLOP/s':>8} {'%fp32pk':>7} {'%bf16pk':>7} {'peak RSS':>9} {'RSS rise':>9} {'other CPU':>9}")
     for r in results:
         rate = r.real / r.seconds
         flops = 6 * params * rate
         print(f"{r.name:24} {len(r.steps):5d} {r.real:9d} {r.processed:9d} {1 - r.real / r.processed:6.1%} "
-              f"{r.seconds:8.1f} {rate:10.1f} {flops / 1e9:8.2f} {flops / peak32:6.1%} "
+              f"{r.seconds:8.1f} {rate:10.1f} {flops / 1e9:8.2f} {flops / peak32:7.1%} {flops / peak16:7.1%} "
               f"{r.peak_rss / 2**20:7.0f}Mi {r.rss_rise / 2**20:7.0f}Mi {r.other_cpu:9.1%}")
     budget = results[0].real
     if any(r.real != budget for r in results):
@@ -404,10 +409,12 @@ def report(results: list[Result], params: int, peak32: float, peak16: float, bas
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=480, help="short training conversations (default: 480)")
-    parser.add_argument("--long", type=int, default=8, help="long conversations (256 to max_length tokens) added (default: 8)")
+    parser.add_argument("--examples", type=int, default=1000, help="short training conversations (default: 1000)")
+    parser.add_argument("--long", type=int, default=16,
+                        help="long conversations (256 to max_length tokens) added (default: 16)")
     parser.add_argument("--eval-examples", type=int, default=128, help="held-out conversations (default: 128)")
-    parser.add_argument("--batch-size", type=int, default=8, help="rows per optimizer step (default: 8)")
+    parser.add_argument("--tokens-per-step", type=int, default=1024,
+                        help="real tokens per optimizer step for every run (default: 1024)")
     parser.add_argument("--lr", type=float, default=5e-4, help="learning rate for every run (default: 5e-4)")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--vocab-size", type=int, default=4096)
@@ -430,15 +437,21 @@ def main() -> None:
         params = build_model(work / "init", tokenizer, args.preset, args.max_length, args.seed)
         baseline = heldout_loss(AutoModelForCausalLM.from_pretrained(work / "init"), tokenizer, heldout)
         peak32, peak16 = matmul_peak("float32"), matmul_peak("bfloat16")
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}; "
-              f"batch {args.batch_size} rows, lr {args.lr}, max_length {args.max_length}, one epoch")
+        mean_length = statistics.mean(chat_length(tokenizer, r) for r in train_records)
+        packed_rows = max(1, round(args.tokens_per_step / args.max_length))
+        example_rows = max(1, round(args.tokens_per_step / mean_length))
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}; lr {args.lr}, "
+              f"max_length {args.max_length}, one epoch; about {args.tokens_per_step} real tokens per step: "
+              f"{packed_rows} packed row(s), or {example_rows} examples of {mean_length:.1f} tokens on average")
         print(f"train data: {describe_lengths(tokenizer, train_records)}")
         print(f"held-out: {describe_lengths(tokenizer, heldout)}", flush=True)
-        results = [run_lmforge("lmforge-packed", True, work / "init", train_file, work, args, heldout),
-                   run_lmforge("lmforge-unpacked", False, work / "init", train_file, work, args, heldout),
-                   run_trl("trl-default", work / "init", train_records, work, args, heldout, matched=False)]
+        init = work / "init"
+        results = [run_lmforge("lmforge-packed", True, packed_rows, init, train_file, work, args, heldout),
+                   run_lmforge("lmforge-unpacked", False, example_rows, init, train_file, work, args, heldout),
+                   run_trl("trl-default", example_rows, init, train_records, work, args, heldout, matched=False)]
         if args.trl_matched:
-            results.append(run_trl("trl-fp32-no-ckpt", work / "init", train_records, work, args, heldout, matched=True))
+            results.append(run_trl("trl-fp32-no-ckpt", example_rows, init, train_records, work, args, heldout,
+                                   matched=True))
     report(results, params, peak32, peak16, baseline)
 
 

@@ -16,6 +16,10 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert "| pretrain |" in text and "| sft |" in text and "world_mc_acc" in text
     assert "| sft-lora |" in text and "## Full SFT against LoRA SFT" in text
     assert "LoRA reaches" in text and "of the parameters" in text
+    sweep = json.loads((report.parent / "sweep-sft" / "sweep.json").read_text(encoding="utf-8"))
+    assert [row["data.fraction"] for row in sweep] == [0.1, 0.25, 0.5]
+    assert [row["examples"] for row in sweep] == sorted({row["examples"] for row in sweep})
+    assert "## SFT on less data" in text and "(sweep-sft/sweep.png)" in text
     for stage in ("pretrain", "sft", "sft-lora"):
         run = report.parent / stage
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]

@@ -36,9 +36,10 @@ def test_no_attention_across_packed_examples(model, tokenizer, examples):
     batch = Collator(tokenizer.pad_token_id, packed=True)(rows)
     with torch.no_grad():
         packed_logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
-        second = sorted(examples[:2], key=lambda e: len(e.input_ids), reverse=True)[1]
-        alone = model(input_ids=torch.tensor([second.input_ids])).logits[0]
-    assert torch.allclose(packed_logits[-len(second.input_ids) :], alone, atol=1e-5)
+        start = max(i for i, position in enumerate(rows[0].position_ids) if position == 0)
+        assert start > 0
+        alone = model(input_ids=torch.tensor([rows[0].input_ids[start:]])).logits[0]
+    assert torch.allclose(packed_logits[start:], alone, atol=1e-5)
 
 
 def test_pack_respects_max_length_and_keeps_every_token(examples):
@@ -65,3 +66,17 @@ def test_truncation_policies():
     assert truncate(example, 4, "drop") is None
     assert truncate(example, 10, "drop") is example
     assert [piece.input_ids for piece in chunk(example, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_packed_rows_mix_example_lengths():
+    """Rows are not filled by length (which would give each row examples of one length, often of one kind)."""
+    examples = [Encoded(list(range(n)), list(range(n))) for n in [5, 6, 7, 8, 9, 10, 11, 12] * 8]
+    rows = pack(examples, max_length=64)
+    lengths = [[len(segment) for segment in _segments(row)] for row in rows]
+    assert sum(len(set(row)) for row in lengths) > 2 * len(rows)
+    assert sum(map(len, rows)) / (64 * len(rows)) > 0.9
+
+
+def _segments(row):
+    starts = [i for i, position in enumerate(row.position_ids) if position == 0] + [len(row)]
+    return [row.input_ids[a:b] for a, b in zip(starts, starts[1:])]

@@ -3,6 +3,7 @@ whose numbers show what each stage did."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -12,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from lmforge.config import Section
+from lmforge.runs import read_metrics
 from lmforge.train.config import Preset
 
 log = logging.getLogger("lmforge.demo")
@@ -28,6 +30,10 @@ class DemoConfig(Section):
     pretrain_steps: int = Field(-1, description="pretraining steps (-1: the recipe's)")
     sft_steps: int = Field(-1, description="SFT steps (-1: the recipe's)")
     eval_limit: int = Field(0, ge=0, description="evaluate on the first N items of each benchmark (0: all)")
+    sweep: bool = Field(True, description="also run an SFT data-size sweep (`lmforge sweep`)")
+    sweep_fractions: list[float] = Field(
+        [0.1, 0.25, 0.5], description="shares of the SFT data the sweep trains on (the full data is the sft stage)"
+    )
 
 
 def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
@@ -51,12 +57,12 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     }, cfg.pretrain_steps)
     evals = {"pretrain": evaluate_stage(pretrain_dir, world, cfg, overwrite)}
     runs = {"pretrain": pretrain_dir}
+    sft_updates = {"model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")]}
     for stage, recipe_name in SFT_VARIANTS.items():
-        runs[stage] = _train_stage(recipe_name, cfg, overwrite, {
-            "model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")],
-        }, cfg.sft_steps)
+        runs[stage] = _train_stage(recipe_name, cfg, overwrite, sft_updates, cfg.sft_steps)
         evals[stage] = evaluate_stage(runs[stage], world, cfg, overwrite)
-    write_report(report, evals, runs, time.time() - started)
+    sweep = _sweep_sft(cfg, world, sft_updates, overwrite) if cfg.sweep else None
+    write_report(report, evals, runs, time.time() - started, sweep)
     return report
 
 
@@ -69,12 +75,28 @@ def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: di
     from lmforge.train import train
     from lmforge.train.config import TrainRecipe
 
+    recipe = load(TrainRecipe, resolve_recipe(recipe_name), updates=_stage_updates(cfg, updates, steps))
+    log.info("demo: training stage %s", recipe.stage)
+    return train(recipe, overwrite=overwrite)
+
+
+def _stage_updates(cfg: DemoConfig, updates: dict, steps: int) -> dict:
+    """What the demo sets in a shipped recipe: its folder, seed and data, and the step count if --*-steps is set."""
     updates = {"output_dir": cfg.output_dir, "train.seed": cfg.seed, **updates}
     if steps > 0:
         updates["train.max_steps"] = steps
-    recipe = load(TrainRecipe, resolve_recipe(recipe_name), updates=updates)
-    log.info("demo: training stage %s", recipe.stage)
-    return train(recipe, overwrite=overwrite)
+    return updates
+
+
+def _sweep_sft(cfg: DemoConfig, world: Path, updates: dict, overwrite: bool) -> Path:
+    """`lmforge sweep demo-sft` on shares of the SFT data, scored on the world's QA; the full data is the sft run."""
+    from lmforge.sweep import SweepConfig, run_sweep
+
+    overrides = [f"{key}={json.dumps(value)}" for key, value in _stage_updates(cfg, updates, cfg.sft_steps).items()]
+    log.info("demo: SFT data-size sweep over %s", cfg.sweep_fractions)
+    return run_sweep(SweepConfig(recipe="demo-sft", overrides=overrides, data_fractions=cfg.sweep_fractions,
+                                 tasks=[str(world / "tasks" / "world_qa.yaml")], limit=cfg.eval_limit,
+                                 name="sweep-sft", output_dir=cfg.output_dir), overwrite=overwrite)
 
 
 def evaluate_stage(model_dir: Path, world: Path, cfg: DemoConfig, overwrite: bool) -> Path:
@@ -124,7 +146,8 @@ def _sample_questions(results: dict) -> list[tuple[str, str]]:
     return [(p["query"], p["output"]) for p in picks if p is not None]
 
 
-def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seconds: float) -> None:
+def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seconds: float,
+                 sweep: Path | None = None) -> None:
     from lmforge.eval.analyze import analyze_run
     from lmforge.eval.compare import compare_runs
     from lmforge.eval.report import read_results
@@ -146,6 +169,8 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
     lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
     lines += ["", "## Full SFT against LoRA SFT", "", _finetuning_comparison(runs, values)]
+    if sweep is not None:
+        lines += ["", "## SFT on less data (`lmforge sweep`)", "", _sweep_section(sweep, path.parent, results["sft"], runs["sft"])]
     analysis = analyze_run(evals["sft"])
     lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",
               _body(analysis.read_text(encoding="utf-8").split("\n## ", 1)[0]),
@@ -154,6 +179,15 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
         lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _sweep_section(sweep: Path, demo_dir: Path, sft_results: dict, sft_run: Path) -> str:
+    """The sweep's table and curve, and the point at all of the data: the sft stage itself."""
+    table = _body((sweep / "sweep.md").read_text(encoding="utf-8"))
+    full = sft_results["tasks"]["world_qa"]["metrics"]["exact_match"]["value"]
+    examples = _last(read_metrics(sft_run), "data")["examples"]
+    return (f"{table}\n\nAll of the data is the sft stage: {examples} examples, world_qa/exact_match "
+            f"{full:.4f}.\n\n![sweep]({(sweep / 'sweep.png').relative_to(demo_dir)})")
 
 
 def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> str:
@@ -180,8 +214,6 @@ def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> st
 
 def training_facts(run_dir: Path) -> dict:
     """Parameter counts and final training figures a run logged, and the size of what it saved."""
-    from lmforge.runs import read_metrics
-
     records = read_metrics(run_dir)
     facts = {**_last(records, "parameters"), **_last(records, "final")}
     facts["saved_mb"] = sum(path.stat().st_size for path in run_dir.glob("*.safetensors")) / 2**20

@@ -33,7 +33,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """bf16 where the GPU supports it, fp32 on CPU (bf16 matmuls there are slow and lossy)."""
+    """The weights dtype: bf16 where the GPU supports it, fp32 on the CPU (training may still autocast, see
+    `mixed_precision`)."""
     if requested != "auto":
         return getattr(torch, requested)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -151,9 +152,22 @@ def _merge_tied_adapter_once(model) -> None:
 
 
 def mixed_precision(cfg: ModelConfig, device: torch.device) -> dict[str, bool]:
-    """Trainer flags for the compute dtype the config resolves to on this device."""
+    """Trainer flags for the compute dtype of training on this device. `auto` also autocasts to bf16 on CPUs with
+    native bf16 matmuls (AVX512-BF16 or AMX), where that is about 1.6x faster than fp32; the master weights, the
+    optimizer and the loss stay fp32."""
     dtype = pick_dtype(cfg.dtype, device)
+    if cfg.dtype == "auto" and device.type == "cpu" and fast_cpu_bf16():
+        dtype = torch.bfloat16
     return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
+
+
+def fast_cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (Intel AMX, AVX512-BF16 on Intel and AMD Zen 4 and later)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_for_inference(

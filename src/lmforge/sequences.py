@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import random
 from dataclasses import dataclass
 
 import torch
@@ -46,12 +47,17 @@ def unpacked(example: Encoded) -> Row:
     return Row(example.input_ids, example.labels, list(range(len(example.input_ids))))
 
 
-def pack(examples: list[Encoded], max_length: int) -> list[Row]:
-    """Best-fit-decreasing packing. Positions restart at every example, which transformers turns into a
-    block-diagonal mask, and each example's first label is ignored so no token is predicted across a boundary."""
+def pack(examples: list[Encoded], max_length: int, seed: int = 0) -> list[Row]:
+    """Best-fit packing in a seeded random order: each example goes into the fullest row it fits. Sorting by length
+    first (best-fit-decreasing) fills rows a little better but fills each row with examples of one length, often of
+    one kind, and training on such rows converges worse. Positions restart at every example, which transformers
+    turns into a block-diagonal mask, and each example's first label is ignored so no token is predicted across a
+    boundary."""
+    order = list(examples)
+    random.Random(seed).shuffle(order)
     bins: list[list[Encoded]] = []
     free: list[tuple[int, int]] = []
-    for example in sorted(examples, key=lambda e: len(e.input_ids), reverse=True):
+    for example in order:
         size = len(example.input_ids)
         slot = bisect.bisect_left(free, (size, -1))
         if slot < len(free):

@@ -63,7 +63,7 @@ def add_lora(model, recipe: TrainRecipe, trainable_token_ids: list[int] = ()):
         rank_pattern=recipe.lora.rank_pattern,
         alpha_pattern={name: rank * recipe.lora.alpha / recipe.lora.r for name, rank in recipe.lora.rank_pattern.items()},
         trainable_token_indices=list(trainable_token_ids) or None,
-        ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False)),
+        ensure_weight_tying=_adapts_tied_embedding(model, targets, trainable_token_ids),
         fan_in_fan_out=_targets_conv1d(model, targets),
         task_type="CAUSAL_LM",
     )
@@ -171,6 +171,15 @@ def _targets_conv1d(model, targets: list[str]) -> bool:
     from transformers.pytorch_utils import Conv1D
 
     return any(isinstance(module, Conv1D) and _matches(name, targets) for name, module in model.named_modules())
+
+
+def _adapts_tied_embedding(model, targets: list[str], trainable_token_ids) -> bool:
+    """Whether an adapter lands on an embedding matrix the LM head shares: peft must then tie the two sides."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return False
+    embedding_names = [name for name, module in model.named_modules()
+                       if module is model.get_input_embeddings() or module is model.get_output_embeddings()]
+    return bool(trainable_token_ids) or any(_matches(name, targets) for name in embedding_names)
 
 
 def _matches(name: str, targets: list[str]) -> bool:

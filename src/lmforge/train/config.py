@@ -20,7 +20,8 @@ class ModelConfig(Section):
     path: str | None = Field(None, description="local Hugging Face model directory to start from")
     tokenizer: str | None = Field(None, description="tokenizer directory (default: the model's own)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights dtype; auto = bf16 on CUDA, fp32 on CPU"
+        "auto", description="compute dtype; auto = bf16 on CUDA, fp32 on CPU, and training autocasts to bf16 "
+        "(fp32 master weights) on CPUs with native bf16 matmuls"
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     attn_implementation: str = Field("sdpa", description="attention kernel passed to transformers")

@@ -284,6 +284,7 @@ def fit(
         if writer is not None:
             writer.close()
     model.config.use_cache = True
+    _drop_autocast_forward(model)
     if guard.step is not None:
         raise guard.error(run)
     final = {"train_loss_last": metrics.last.get("loss"), "train_loss_mean": result.training_loss}
@@ -294,6 +295,14 @@ def fit(
         final["eval_loss"] = trainer.evaluate()["eval_loss"]
     save_final(trainer, model, tokenizer, run)
     return {key: value for key, value in final.items() if value is not None}
+
+
+def _drop_autocast_forward(model) -> None:
+    """Mixed precision training puts an autocast `forward` on the model object (accelerate); once training is over
+    it would keep scoring in half precision, so the class's own forward comes back. (accelerate's unwrap_model
+    would also strip the forward's transformers decorators.)"""
+    if model.__dict__.pop("_original_forward", None) is not None:
+        del model.forward
 
 
 def _tensorboard(run: Run, purge_step: int | None):
