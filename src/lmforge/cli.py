@@ -12,6 +12,8 @@ from pathlib import Path
 from lmforge import __version__
 from lmforge.config import ConfigError, Section, build, help_table, load, resolve_recipe
 
+REPLACE_RUN = "replace a finished run of the same name"
+
 
 def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section], skip: tuple[str, ...] = ()) -> None:
     """One `--flag` per field of a flat schema (but `skip`), with its description, type and default as help."""
@@ -27,6 +29,16 @@ def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section], ski
             parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def schema_command(parent, name: str, schema: type[Section], func, overwrite: str | None = None, **parser_kwargs):
+    """A sub-command whose flags are the fields of `schema`, with `--overwrite` (its help text) if given."""
+    command = parent.add_parser(name, **parser_kwargs)
+    add_schema_flags(command, schema)
+    if overwrite:
+        command.add_argument("--overwrite", action="store_true", help=overwrite)
+    command.set_defaults(func=func)
+    return command
 
 
 def schema_from_args(schema: type[Section], args: argparse.Namespace) -> Section:
@@ -162,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("recipe", help="recipe YAML file, or a shipped recipe name (e.g. demo-sft)")
     train.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
+    train.add_argument("--overwrite", action="store_true", help=REPLACE_RUN)
     train.add_argument(
         "--nproc", type=_positive, metavar="N",
         help="train data-parallel in N processes on this machine (relaunches itself under torchrun; "
@@ -170,9 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
 
-    generate = verbs.add_parser("generate", help="sample replies from a model")
-    add_schema_flags(generate, GenerateConfig)
-    generate.set_defaults(func=cmd_generate)
+    schema_command(verbs, "generate", GenerateConfig, cmd_generate, help="sample replies from a model")
 
     sweep = verbs.add_parser(
         "sweep", help="train and evaluate a recipe at several data sizes (and other settings)",
@@ -184,21 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--overwrite", action="store_true", help="replace a finished sweep of the same name")
     sweep.set_defaults(func=cmd_sweep)
 
-    export = verbs.add_parser(
-        "export", help="merge a LoRA/DoRA adapter into its base: a plain transformers model folder",
+    schema_command(
+        verbs, "export", ExportConfig, cmd_export, "replace an existing output folder",
+        help="merge a LoRA/DoRA adapter into its base: a plain transformers model folder",
         epilog="example: lmforge export --model runs/sft-lora --output runs/sft-merged --dtype bfloat16",
     )
-    add_schema_flags(export, ExportConfig)
-    export.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    export.set_defaults(func=cmd_export)
-
-    evaluate = verbs.add_parser(
-        "eval", help="evaluate a model on benchmarks or custom tasks",
+    schema_command(
+        verbs, "eval", EvalConfig, cmd_eval, REPLACE_RUN, help="evaluate a model on benchmarks or custom tasks",
         epilog="example: lmforge eval --model runs/sft --tasks cmmlu=data/cmmlu gsm8k=data/gsm8k --limit 50",
     )
-    add_schema_flags(evaluate, EvalConfig)
-    evaluate.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
-    evaluate.set_defaults(func=cmd_eval)
 
     analyze = verbs.add_parser("analyze", help="error analysis of an eval run's generations")
     analyze.add_argument("run", help="eval run folder (holds results.json)")
@@ -212,21 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
 
     tokenizer = verbs.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
-    tok_train = tokenizer.add_parser("train", help="train a byte-level BPE tokenizer on text data")
-    add_schema_flags(tok_train, TokenizerConfig)
-    tok_train.add_argument("--overwrite", action="store_true", help="replace a finished run of the same name")
-    tok_train.set_defaults(func=cmd_tokenizer_train)
+    schema_command(tokenizer, "train", TokenizerConfig, cmd_tokenizer_train, REPLACE_RUN,
+                   help="train a byte-level BPE tokenizer on text data")
 
     data = verbs.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
-    world = data.add_parser("synth-world", help="write the deterministic bilingual toy world")
-    add_schema_flags(world, SynthWorldConfig)
-    world.add_argument("--overwrite", action="store_true", help="replace an existing world folder")
-    world.set_defaults(func=cmd_synth_world)
-
-    demo = verbs.add_parser("demo", help="the whole lifecycle on the toy world, with a report")
-    add_schema_flags(demo, DemoConfig)
-    demo.add_argument("--overwrite", action="store_true", help="replace a finished demo")
-    demo.set_defaults(func=cmd_demo)
+    schema_command(data, "synth-world", SynthWorldConfig, cmd_synth_world, "replace an existing world folder",
+                   help="write the deterministic bilingual toy world")
+    schema_command(verbs, "demo", DemoConfig, cmd_demo, "replace a finished demo",
+                   help="the whole lifecycle on the toy world, with a report")
     return parser
 
 
