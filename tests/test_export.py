@@ -31,7 +31,6 @@ def adapter(tmp_path_factory, nano_model_dir):
         logits = model.eval()(IDS).logits
     out = tmp_path_factory.mktemp("lora-run")
     save_model(model, tokenizer, out)
-    model.generation_config.save_pretrained(out)
     return out, logits
 
 

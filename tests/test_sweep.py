@@ -31,3 +31,13 @@ def test_sweep_trains_and_evaluates_each_data_size(nano_model_dir, tiny_world, t
     assert rows[0]["examples"] < rows[1]["examples"]
     assert all(0 <= row["world_mc/acc"] <= 1 for row in rows)
     assert (tmp_path / "sw" / "sweep.png").exists() and (tmp_path / "sw" / "fraction0.2" / "config.yaml").exists()
+
+
+def test_unknown_metric_fails_before_any_training(tiny_world, tmp_path):
+    from lmforge.sweep import run_sweep
+
+    cfg = SweepConfig(recipe="demo-sft", tasks=[str(tiny_world / "tasks" / "world_mc.yaml")], metric="world_mc/bleu",
+                      output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="--metric world_mc/bleu: the sweep measures world_mc/acc"):
+        run_sweep(cfg)
+    assert not list(tmp_path.iterdir())

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from lmforge.config import Section
-from lmforge.runs import read_metrics
+from lmforge.runs import last_record
 from lmforge.train.config import Preset
 
 log = logging.getLogger("lmforge.demo")
@@ -185,7 +185,7 @@ def _sweep_section(sweep: Path, demo_dir: Path, sft_results: dict, sft_run: Path
     """The sweep's table and curve, and the point at all of the data: the sft stage itself."""
     table = _body((sweep / "sweep.md").read_text(encoding="utf-8"))
     full = sft_results["tasks"]["world_qa"]["metrics"]["exact_match"]["value"]
-    examples = _last(read_metrics(sft_run), "data")["examples"]
+    examples = last_record(sft_run, "data")["examples"]
     return (f"{table}\n\nAll of the data is the sft stage: {examples} examples, world_qa/exact_match "
             f"{full:.4f}.\n\n![sweep]({(sweep / 'sweep.png').relative_to(demo_dir)})")
 
@@ -214,14 +214,9 @@ def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> st
 
 def training_facts(run_dir: Path) -> dict:
     """Parameter counts and final training figures a run logged, and the size of what it saved."""
-    records = read_metrics(run_dir)
-    facts = {**_last(records, "parameters"), **_last(records, "final")}
+    facts = {**last_record(run_dir, "parameters"), **last_record(run_dir, "final")}
     facts["saved_mb"] = sum(path.stat().st_size for path in run_dir.glob("*.safetensors")) / 2**20
     return facts
-
-
-def _last(records: list[dict], key: str) -> dict:
-    return next(record[key] for record in reversed(records) if key in record)
 
 
 def _body(markdown: str) -> str:

@@ -31,19 +31,20 @@ class ExportConfig(Section):
 
 def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
     """Merge in fp32 on the CPU (exact up to the final cast) and publish the folder in one rename."""
-    from lmforge.models import load_model, merge_adapter, save_model
-    from lmforge.runs import atomic_write_text, fresh_partial, publish
+    from lmforge.models import adapter_tokenizer, load_model, merge_adapter, save_model
+    from lmforge.runs import atomic_write_text, fresh_partial, publish, refuse_to_replace
     from lmforge.train.config import ModelConfig
 
     base, adapter = resolve_sources(cfg)
     final = Path(cfg.output)
     if final.resolve() in (base.resolve(), adapter.resolve()):
         raise ValueError(f"output {final} would replace its own base or adapter; pick another folder")
+    refuse_to_replace(final, overwrite)
     dtype = target_dtype(cfg.dtype, base)
-    partial = fresh_partial(final, overwrite)
-    own_tokenizer = str(adapter) if (adapter / "tokenizer_config.json").is_file() else None
-    model, tokenizer = load_model(ModelConfig(path=str(base), tokenizer=own_tokenizer, device="cpu", dtype="float32"))
+    config = ModelConfig(path=str(base), tokenizer=adapter_tokenizer(adapter), device="cpu", dtype="float32")
+    model, tokenizer = load_model(config)
     merged = merge_adapter(model, adapter)
+    partial = fresh_partial(final, overwrite)
     save_model(merged.to(dtype), tokenizer, partial)
     atomic_write_text(partial / "README.md", export_card(base, adapter, dtype))
     log.info("merged %s into %s as %s", adapter, base, dtype)
@@ -52,15 +53,9 @@ def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
 
 def resolve_sources(cfg: ExportConfig) -> tuple[Path, Path]:
     """(base, adapter), checked before any loading; an adapter folder given as `model` names its own base."""
-    from lmforge.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, recorded_base
+    from lmforge.models import recorded_base, require_adapter
 
-    adapter = Path(cfg.adapter or cfg.model)
-    if not adapter.is_dir():
-        raise FileNotFoundError(f"adapter directory not found: {adapter}")
-    if not (adapter / ADAPTER_CONFIG).is_file():
-        raise ValueError(f"{adapter} is not a peft adapter folder: it has no {ADAPTER_CONFIG}")
-    if not (adapter / ADAPTER_WEIGHTS).is_file():
-        raise ValueError(f"{adapter} has no {ADAPTER_WEIGHTS} (lmforge loads safetensors only)")
+    adapter = require_adapter(cfg.adapter or cfg.model)
     base = Path(cfg.model) if cfg.adapter else recorded_base(adapter)
     if not base.is_dir():
         raise FileNotFoundError(f"base model directory not found: {base}")
@@ -86,7 +81,8 @@ def export_card(base: Path, adapter: Path, dtype) -> str:
 
     config = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     method = "DoRA" if config.get("use_dora") else "LoRA"
-    targets = ", ".join(sorted(config.get("target_modules") or []))
+    targets = config.get("target_modules") or []
+    targets = targets if isinstance(targets, str) else ", ".join(sorted(targets))  # peft also takes a regex
     return "\n".join([
         "---",
         "library_name: transformers",

@@ -81,18 +81,22 @@ def load_model(
         torch.manual_seed(seed)
         model = build_from_preset(cfg.preset, tokenizer, max_length).to(dtype)
     else:
-        model = _from_directory(Path(cfg.path), cfg, dtype, load_kwargs)
+        model = _from_directory(Path(cfg.path), cfg, dtype, load_kwargs, ())
     model.config._attn_implementation = cfg.attn_implementation
     log.info("model: %s, %.2fM parameters, %s on %s", cfg.preset or cfg.path, count_parameters(model) / 1e6, dtype, device)
     return (model if "device_map" in load_kwargs else model.to(device)), tokenizer
 
 
-def _from_directory(path: Path, cfg: ModelConfig, dtype: torch.dtype, load_kwargs: dict):
+def _from_directory(path: Path, cfg: ModelConfig, dtype: torch.dtype, load_kwargs: dict, adapters: tuple):
+    """A model folder, or an adapter folder on top of its base (itself perhaps an adapter: `adapters` so far)."""
     from transformers import AutoModelForCausalLM
 
     _require_local_dir(path, "model")
     if is_adapter(path):
-        base = _from_directory(recorded_base(path), cfg, dtype, load_kwargs)
+        if path.resolve() in adapters:
+            chain = " -> ".join(str(step) for step in (*adapters, path.resolve()))
+            raise ValueError(f"adapter folders name each other as their base in a circle: {chain}")
+        base = _from_directory(recorded_base(path), cfg, dtype, load_kwargs, (*adapters, path.resolve()))
         return merge_adapter(base, path)
     return AutoModelForCausalLM.from_pretrained(
         str(path),
@@ -122,16 +126,29 @@ def recorded_base(adapter: str | Path) -> Path:
     return Path(base)
 
 
+def require_adapter(path: str | Path) -> Path:
+    """A peft adapter folder lmforge can load (safetensors weights), or an error that says what is missing."""
+    path = Path(path)
+    _require_local_dir(path, "adapter")
+    if not is_adapter(path):
+        raise ValueError(f"{path} is not a peft adapter folder: it has no {ADAPTER_CONFIG}")
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise ValueError(f"{path} has no {ADAPTER_WEIGHTS} (lmforge loads safetensors only)")
+    return path
+
+
+def adapter_tokenizer(adapter: str | Path) -> str | None:
+    """The adapter run's own tokenizer, which carries the chat template it trained with, if it saved one."""
+    return str(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else None
+
+
 def merge_adapter(model, adapter: str | Path):
     """The model with a peft adapter folded into its weights: plain transformers, at the base model's speed. The
     adapter run's stop tokens (its template's end-of-turn) come along."""
     from peft import PeftModel
     from transformers import GenerationConfig
 
-    adapter = Path(adapter)
-    _require_local_dir(adapter, "adapter")
-    if not (adapter / ADAPTER_WEIGHTS).is_file():
-        raise ValueError(f"{adapter} has no {ADAPTER_WEIGHTS} (lmforge loads safetensors only)")
+    adapter = require_adapter(adapter)
     adapted = PeftModel.from_pretrained(model, str(adapter))
     _merge_tied_adapter_once(adapted.get_base_model())
     merged = adapted.merge_and_unload()
@@ -175,8 +192,10 @@ def load_for_inference(
     dtype: str = "auto",
 ):
     """A model ready to score or generate: a model directory or an adapter run folder, optionally with a further
-    adapter merged in."""
-    cfg = ModelConfig(path=str(path), trust_remote_code=trust_remote_code, device=device, dtype=dtype)
+    adapter merged in (whose tokenizer, if it has one, is the one its run trained with)."""
+    tokenizer = adapter_tokenizer(adapter) if adapter is not None else None
+    cfg = ModelConfig(path=str(path), tokenizer=tokenizer, trust_remote_code=trust_remote_code, device=device,
+                      dtype=dtype)
     model, tokenizer = load_model(cfg)
     if adapter is not None:
         model = merge_adapter(model, adapter)

@@ -159,15 +159,24 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def last_record(run_dir: str | Path, key: str) -> dict:
+    """The newest `key` record a training run logged (a resumed run logs its data and parameters again)."""
+    for record in reversed(read_metrics(run_dir)):
+        if key in record:
+            return record[key]
+    raise ValueError(f"{Path(run_dir) / 'metrics.jsonl'} has no '{key}' record: is {run_dir} a finished training run?")
+
+
 def model_card(
     stage: str, parent: str, data_files: Iterable[Path], metrics: dict[str, Any], template: str,
     sections: dict[str, str] | None = None, facts: dict[str, str] | None = None, adapter: bool = False,
 ) -> str:
     """A Hugging Face style README.md that records where a model came from; `facts` adds lines to its header,
     `sections` titled markdown. An adapter's card says how to load it on its base."""
+    header = ["library_name: peft", f"base_model: {parent}"] if adapter else ["library_name: transformers"]
     lines = [
         "---",
-        "library_name: transformers",
+        *header,
         "tags: [lmforge, " + stage + "]",
         "---",
         f"# {stage} run",

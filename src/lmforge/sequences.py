@@ -10,6 +10,8 @@ import torch
 
 from lmforge.templates import IGNORE_INDEX, Encoded
 
+PACKING_SEED = 0  # rows are fixed by the data alone; the Trainer shuffles their order with train.seed
+
 
 def truncate(example: Encoded, max_length: int, policy: str) -> Encoded | None:
     """`right` keeps the start, `left` keeps the end, `drop` discards long examples (returns None)."""
@@ -47,14 +49,14 @@ def unpacked(example: Encoded) -> Row:
     return Row(example.input_ids, example.labels, list(range(len(example.input_ids))))
 
 
-def pack(examples: list[Encoded], max_length: int, seed: int = 0) -> list[Row]:
+def pack(examples: list[Encoded], max_length: int) -> list[Row]:
     """Best-fit packing in a seeded random order: each example goes into the fullest row it fits. Sorting by length
     first (best-fit-decreasing) fills rows a little better but fills each row with examples of one length, often of
     one kind, and training on such rows converges worse. Positions restart at every example, which transformers
     turns into a block-diagonal mask, and each example's first label is ignored so no token is predicted across a
     boundary."""
     order = list(examples)
-    random.Random(seed).shuffle(order)
+    random.Random(PACKING_SEED).shuffle(order)
     bins: list[list[Encoded]] = []
     free: list[tuple[int, int]] = []
     for example in order:

@@ -61,7 +61,7 @@ def run_sweep(cfg: SweepConfig, overwrite: bool = False) -> Path:
 
     recipe_path = resolve_recipe(cfg.recipe)
     plan = [(updates, load(TrainRecipe, recipe_path, cfg.overrides, updates)) for updates in variants(cfg)]
-    load_tasks(cfg.tasks)
+    check_metric(cfg.metric, load_tasks(cfg.tasks))
     with Run(cfg.output_dir, cfg.name or f"sweep-{plan[0][1].name}", overwrite).start(cfg) as run:
         rows = [_train_and_evaluate(recipe, updates, cfg, run.dir) for updates, recipe in plan]
         write_sweep(run.dir, rows, cfg.metric or _first_metric(rows))
@@ -72,19 +72,26 @@ def _train_and_evaluate(recipe, updates: dict, cfg: SweepConfig, folder: Path) -
     from lmforge.eval.config import EvalConfig
     from lmforge.eval.report import read_results
     from lmforge.eval.runner import evaluate
-    from lmforge.runs import read_metrics
+    from lmforge.runs import last_record
     from lmforge.train import train
 
     label = ",".join(f"{key}={value}" for key, value in updates.items())
     slug = "-".join(f"{key.split('.')[-1]}{value}" for key, value in updates.items())
     log.info("sweep: training %s", label)
     model_dir = train(recipe.model_copy(update={"name": slug, "output_dir": str(folder)}))
-    examples = next(r["data"]["examples"] for r in read_metrics(model_dir) if "data" in r)
+    examples = last_record(model_dir, "data")["examples"]
     eval_dir = evaluate(EvalConfig(model=str(model_dir), tasks=cfg.tasks, limit=cfg.limit, output_dir=str(folder),
                                    name=f"eval-{slug}"))
     metrics = {f"{task}/{metric}": value["value"] for task, result in read_results(eval_dir)["tasks"].items()
                for metric, value in result["metrics"].items()}
     return {"variant": label, **updates, "examples": examples, "run": model_dir.name, **metrics}
+
+
+def check_metric(metric: str | None, tasks) -> None:
+    """Fail before any training when --metric names no task/metric the sweep will measure."""
+    measured = [f"{task.name}/{name}" for task in tasks for name in task.metrics]
+    if metric is not None and metric not in measured:
+        raise ValueError(f"--metric {metric}: the sweep measures {', '.join(measured)}")
 
 
 def _first_metric(rows: list[dict]) -> str:

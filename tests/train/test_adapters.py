@@ -132,13 +132,13 @@ def test_qlora_refuses_clearly_without_cuda():
     assert quantization_kwargs(make_recipe("lora")) == {}
 
 
-def test_lora_on_a_preset_is_refused(tokenizer_dir):
-    recipe = TrainRecipe.model_validate({
-        "stage": "sft", "name": "t", "model": {"preset": "nano", "tokenizer": str(tokenizer_dir)},
-        "data": {"train": ["unused.jsonl"]}, "finetuning": "lora",
-    })
-    with pytest.raises(ValueError, match="LoRA needs a pretrained model.path"):
-        apply_finetuning(tiny("llama"), recipe)
+def test_lora_on_a_preset_is_refused_when_the_recipe_is_read(tokenizer_dir):
+    from lmforge.config import ConfigError, build
+
+    recipe = {"stage": "sft", "name": "t", "model": {"preset": "nano", "tokenizer": str(tokenizer_dir)},
+              "data": {"train": ["unused.jsonl"]}, "finetuning": "lora"}
+    with pytest.raises(ConfigError, match="finetuning: lora needs a pretrained model.path"):
+        build(TrainRecipe, recipe, "recipe.yaml")
 
 
 def test_saved_adapter_loads_in_plain_peft_with_identical_logits(tmp_path, tokenizer):
@@ -244,3 +244,20 @@ def test_lora_on_a_tied_embedding_trains_one_matrix_and_merges_it_once(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, wrapped(ids).logits, atol=1e-4, rtol=0)
     assert merged.lm_head.weight is merged.model.embed_tokens.weight
+
+
+def test_adapter_folders_naming_each_other_as_base_fail_clearly(tmp_path, tokenizer_dir):
+    from lmforge.models import load_model
+    from lmforge.train.config import ModelConfig
+
+    for name, other in (("a", "b"), ("b", "a")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / other)}))
+    with pytest.raises(ValueError, match="name each other as their base in a circle"):
+        load_model(ModelConfig(path=str(tmp_path / "a"), tokenizer=str(tokenizer_dir)))
+
+
+def test_adapter_run_may_not_replace_the_folder_it_starts_from(tmp_path, chat_file):
+    with pytest.raises(ValueError, match="this run's own folder"):
+        train_nano(tmp_path, tmp_path / "runs" / "itself", chat_file, "itself", finetuning="lora")
+    assert not (tmp_path / "runs").exists()

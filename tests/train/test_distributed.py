@@ -101,7 +101,7 @@ def test_interrupted_two_process_run_resumes_to_the_same_curve(runs, recipe_file
     resumed = ddp.with_name("resumed")
     log = (resumed / "run.log").read_text()
     assert f"resuming from {partial}/checkpoints/checkpoint-{SAVE_EVERY}" in log
-    assert f"removing incomplete checkpoint {partial}/checkpoints/checkpoint-{STEPS}" in log
+    assert f"removing checkpoint {partial}/checkpoints/checkpoint-{STEPS}: incomplete" in log
     expected, got = losses(ddp), losses(resumed)
     assert [step for step, _ in got] == list(range(1, STEPS + 1))  # steps logged after the checkpoint: not twice
     assert [loss for _, loss in got] == pytest.approx([loss for _, loss in expected], abs=1e-6)

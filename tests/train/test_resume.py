@@ -106,7 +106,7 @@ def test_only_marked_checkpoints_with_trainer_state_are_resumed(tmp_path):
     fake_checkpoint(checkpoints / "checkpoint-9")
     fake_checkpoint(checkpoints / "checkpoint-20", marker=False)  # killed while saving
     fake_checkpoint(checkpoints / "checkpoint-30", state=False)
-    fake_checkpoint(checkpoints / "tmp-checkpoint-40")
+    fake_checkpoint(checkpoints / "checkpoint-final")
     assert [path.name for path in complete_checkpoints(checkpoints)] == ["checkpoint-9", "checkpoint-10"]
     assert resume_checkpoint("auto", partial) == good
     assert resume_checkpoint("never", partial) is None
@@ -158,3 +158,18 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(recipe_fil
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
     logged = [loss for _, loss in losses_by_step(partial)]
     assert len(logged) == step and all(math.isfinite(loss) for loss in logged[:-1])
+
+
+def test_resuming_an_older_checkpoint_drops_the_newer_ones(recipe_file, tmp_path):
+    """The Trainer would rewrite a newer checkpoint in place under its old COMPLETE marker."""
+    assert main(["train", str(recipe_file), "name=older", "train.max_steps=20", "train.save_total_limit=20"]) == 0
+    done = tmp_path / "runs" / "older"
+    partial = done.rename(done.with_name("older.partial"))  # as if killed after its last checkpoint
+    assert [p.name for p in complete_checkpoints(partial / "checkpoints")] == ["checkpoint-10", "checkpoint-20"]
+    older, newer = partial / "checkpoints" / "checkpoint-10", partial / "checkpoints" / "checkpoint-20"
+    (newer / "stale").write_text("")
+    assert main(["train", str(recipe_file), "name=older", f"train.resume={older}", "train.max_steps=20",
+                 "train.save_steps=100"]) == 0
+    assert checkpoint_names(done) == ["checkpoint-10", "checkpoint-20"]  # the second one written anew at the end
+    assert not (done / "checkpoints" / "checkpoint-20" / "stale").exists()
+    assert [step for step, _ in losses_by_step(done)] == list(range(1, 21))

@@ -23,6 +23,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
 
     join(cpu=pick_device(recipe.model.device).type == "cpu")
     run = Run(recipe.output_dir, recipe.name, overwrite)
+    _refuse_own_base(recipe, run.final)
     checkpoint = resume_checkpoint(recipe.train.resume, run.dir)
     with run.start(recipe, resume_from=checkpoint):
         model, tokenizer = load_model(recipe.model, recipe.train.seed, recipe.data.max_length, for_training=True,
@@ -33,7 +34,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         set_stop_tokens(model, tokenizer, stop_ids)
         if recipe.stage == "sft":
             preflight(tokenizer, tokenizer.chat_template, stop_ids)
-        train_set = _prepare(recipe.data.train, recipe, tokenizer)
+        train_set = _prepare(recipe.data.train, recipe, tokenizer, recipe.data.fraction)
         eval_rows = _prepare(recipe.data.eval, recipe, tokenizer).rows if recipe.data.eval else None
         run.log_metrics({"data": train_set.stats})
         parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
@@ -57,6 +58,13 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         return run.finish()
 
 
+def _refuse_own_base(recipe: TrainRecipe, final: Path) -> None:
+    """An adapter run may not replace the folder it starts from: its adapter would name a base that is gone."""
+    if recipe.finetuning in ADAPTER_METHODS and Path(recipe.model.path).resolve() == final.resolve():
+        raise ValueError(f"model.path {recipe.model.path} is this run's own folder, which the new adapter would replace "
+                         "while naming it as its base; give the run another name")
+
+
 def _method(recipe: TrainRecipe) -> str:
     if recipe.finetuning in ADAPTER_METHODS:
         lora = recipe.lora
@@ -77,10 +85,10 @@ def _retention_check(recipe: TrainRecipe, parent: str, run):
     return RetentionCheck(recipe.eval, parent, run.dir / "retention")
 
 
-def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer):
+def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer, fraction: float = 1.0):
     from lmforge.train.data import prepare
 
-    prepared = prepare(paths, recipe.stage, recipe.data, tokenizer, tokenizer.chat_template, recipe.packing)
+    prepared = prepare(paths, recipe.stage, recipe.data, tokenizer, tokenizer.chat_template, recipe.packing, fraction)
     log.info("data %s: %s", paths, prepared.stats)
     return prepared
 

@@ -44,11 +44,6 @@ def add_lora(model, recipe: TrainRecipe, trainable_token_ids: list[int] = ()):
     """Wrap in LoRA/DoRA adapters; the saved adapter names its parent so `PeftModel.from_pretrained` finds it."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if recipe.model.path is None:
-        raise ValueError(
-            "LoRA needs a pretrained model.path: adapters on a randomly initialised preset learn little; "
-            "use finetuning: full for training from scratch"
-        )
     if recipe.finetuning == "qlora":
         require_qlora()
         model = prepare_model_for_kbit_training(model)

@@ -83,7 +83,10 @@ class OptimConfig(Section):
     seed: int = Field(42, description="seed for weights init, data order and dropout")
     logging_steps: int = Field(10, ge=1, description="log loss and learning rate every N steps")
     save_steps: int = Field(500, ge=1, description="write a checkpoint every N steps")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk")
+    save_total_limit: int = Field(
+        2, ge=2, description="checkpoints kept on disk (at least 2: the Trainer drops the older one before the "
+        "newest is marked complete)"
+    )
     eval_steps: int = Field(100, ge=1, description="eval loss every N steps when data.eval is set")
     resume: str = Field(
         "never", description="auto = continue an interrupted run from its newest complete checkpoint; "
@@ -158,6 +161,15 @@ class TrainRecipe(Section):
         default_factory=DistributedSection, description="sharding across GPUs (plain DDP needs no setting)"
     )
     eval: RetentionSection = Field(default_factory=RetentionSection, description="forgetting check around training")
+
+    @model_validator(mode="after")
+    def _adapters_need_a_base(self) -> "TrainRecipe":
+        if self.finetuning in ADAPTER_METHODS and self.model.path is None:
+            raise ValueError(
+                f"finetuning: {self.finetuning} needs a pretrained model.path: adapters on a randomly initialised "
+                "preset learn little; use finetuning: full to train from scratch"
+            )
+        return self
 
     @property
     def packing(self) -> bool:

@@ -29,7 +29,9 @@ def encode_text(tokenizer, text: str) -> Encoded:
     return Encoded(ids, list(ids))
 
 
-def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, packing: bool) -> Prepared:
+def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, packing: bool,
+            fraction: float = 1.0) -> Prepared:
+    """Rows from the files; `fraction` keeps that share of the examples (data.fraction, for training data)."""
     files = expand_paths(paths)
     examples, skipped = [], 0
     for path in files:
@@ -37,7 +39,7 @@ def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, pa
         loaded = load_records([path], schema, data_cfg.on_error)
         skipped += loaded.skipped
         examples += [_encode(record, tokenizer, template, data_cfg.system) for record in loaded.records]
-    kept, dropped = _fit(subset(examples, data_cfg.fraction), stage, data_cfg)
+    kept, dropped = _fit(subset(examples, fraction), stage, data_cfg)
     if not kept:
         raise DataError(str(files[0]), f"no trainable examples left after truncation to {data_cfg.max_length} tokens")
     rows = pack(kept, data_cfg.max_length) if packing else [unpacked(example) for example in kept]

@@ -97,7 +97,8 @@ class DivergenceGuard(TrainerCallback):
         return DivergenceError(
             f"training diverged at step {self.step}: {', '.join(signs)}. Likely causes: a learning rate too "
             "high (lower train.lr or raise train.warmup_ratio); fp16 overflow (use model.dtype=bfloat16 or float32); "
-            f"bad data (look for empty or very long examples). The diverged state was not saved: {run.dir} stays "
+            f"bad data (look for empty or very long examples). A resumed run keeps its old schedule, so after changing "
+        f"the learning rate start afresh (train.resume=never). The diverged state was not saved: {run.dir} stays "
             f"for inspection, {kept}."
         )
 
@@ -168,14 +169,13 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 def complete_checkpoints(folder: Path) -> list[Path]:
     """`checkpoint-<step>` folders with the COMPLETE marker and the trainer state, oldest first; anything else
-    (a save cut short, `tmp-*` staging folders) is not a checkpoint to resume from."""
+    (a save cut short) is not a checkpoint to resume from."""
     found = [
-        (int(match.group(1)), path)
-        for path in folder.glob("checkpoint-*")
-        if (match := _CHECKPOINT_NAME.fullmatch(path.name))
-        and (path / COMPLETE).is_file() and (path / TRAINER_STATE_NAME).is_file()
+        path for path in folder.glob("checkpoint-*")
+        if _CHECKPOINT_NAME.fullmatch(path.name) and (path / COMPLETE).is_file()
+        and (path / TRAINER_STATE_NAME).is_file()
     ]
-    return [path for _, path in sorted(found)]
+    return sorted(found, key=_step_of)
 
 
 def resume_checkpoint(setting: str, partial: Path) -> Path | None:
@@ -325,8 +325,8 @@ def save_final(trainer: Trainer, model, tokenizer, run: Run) -> None:
 
 def _prepare_resume(setting: str, run: Run, checkpoint: Path | None) -> int:
     """Log where training starts and make the run folder agree with the checkpoint: metrics logged after its
-    step are dropped (they will be logged again) and unmarked checkpoints, which a crash cut short, are removed
-    so checkpoint rotation never keeps one of them over a complete one. Returns the checkpoint's step."""
+    step are dropped (they will be logged again), and so are the checkpoints that a crash cut short or that come
+    after it (the Trainer would rewrite those in place under their old COMPLETE marker). Returns its step."""
 
     if checkpoint is None:
         if setting == "auto":
@@ -336,13 +336,18 @@ def _prepare_resume(setting: str, run: Run, checkpoint: Path | None) -> int:
     log.info("resuming from %s (step %d)", checkpoint, step)
     run.rewind_metrics(step)
     if run.writes:
-        _remove_incomplete_checkpoints(run, checkpoint)
+        _remove_checkpoints_not_to_keep(run, checkpoint, step)
     return step
 
 
-def _remove_incomplete_checkpoints(run: Run, checkpoint: Path) -> None:
-    keep = {path.resolve() for path in complete_checkpoints(checkpoint_dir(run.dir))} | {checkpoint.resolve()}
+def _remove_checkpoints_not_to_keep(run: Run, checkpoint: Path, step: int) -> None:
+    complete = complete_checkpoints(checkpoint_dir(run.dir))
+    keep = {path.resolve() for path in complete if _step_of(path) <= step} | {checkpoint.resolve()}
     for stale in checkpoint_dir(run.dir).glob("checkpoint-*"):
         if stale.is_dir() and stale.resolve() not in keep:
-            log.info("removing incomplete checkpoint %s", stale)
+            log.info("removing checkpoint %s: incomplete, or newer than the one resumed", stale)
             shutil.rmtree(stale)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return int(_CHECKPOINT_NAME.fullmatch(checkpoint.name).group(1))
