@@ -420,7 +420,8 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--trl-matched", action="store_true", help="add a TRL run without bf16 and gradient checkpointing")
+    parser.add_argument("--trl-matched", action="store_true",
+                        help="add a TRL run without bf16 and gradient checkpointing")
     args = parser.parse_args()
     import torch
     from transformers import AutoModelForCausalLM

@@ -170,7 +170,8 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
     lines += ["", "## Full SFT against LoRA SFT", "", _finetuning_comparison(runs, values)]
     if sweep is not None:
-        lines += ["", "## SFT on less data (`lmforge sweep`)", "", _sweep_section(sweep, path.parent, results["sft"], runs["sft"])]
+        section = _sweep_section(sweep, path.parent, results["sft"], runs["sft"])
+        lines += ["", "## SFT on less data (`lmforge sweep`)", "", section]
     analysis = analyze_run(evals["sft"])
     lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",
               _body(analysis.read_text(encoding="utf-8").split("\n## ", 1)[0]),

@@ -71,7 +71,9 @@ def target_dtype(requested: str, base: Path):
 
     if requested != "keep":
         return getattr(torch, requested)
-    source = recorded_base(base) if is_adapter(base) else base
+    source = base
+    while is_adapter(source):  # an adapter trained on an adapter run: the dtype of the model at the bottom
+        source = recorded_base(source)
     return AutoConfig.from_pretrained(str(source), local_files_only=True).dtype or torch.float32
 
 

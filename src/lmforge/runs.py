@@ -197,8 +197,9 @@ def model_card(
     for title, body in (sections or {}).items():
         lines += ["", f"## {title}", "", body.strip()]
     if adapter:
-        lines += ["", "A peft adapter on the parent model: `peft.AutoPeftModelForCausalLM.from_pretrained(<this folder>)`"
-                  ", or `lmforge export` to merge it into a plain transformers model.", ""]
+        lines += ["", "A peft adapter on the parent model: "
+                  "`peft.AutoPeftModelForCausalLM.from_pretrained(<this folder>)`, or `lmforge export` to merge it "
+                  "into a plain transformers model.", ""]
     else:
         lines += ["", "Load it with transformers: `Auto*.from_pretrained(<this folder>)`.", ""]
     return "\n".join(lines)

@@ -179,7 +179,8 @@ def test_lora_run_is_a_peft_adapter_that_lmforge_and_plain_peft_load_alike(nano_
 
     run = train_nano(tmp_path, nano_model_dir, chat_file, "lora", finetuning="lora",
                      **{"lora.r": 4, "lora.trainable_tokens": ["<|im_end|>"]})
-    assert {"adapter_config.json", "adapter_model.safetensors", "generation_config.json"} <= {p.name for p in run.iterdir()}
+    saved = {p.name for p in run.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "generation_config.json"} <= saved
     assert not (run / "model.safetensors").exists()
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert losses[-1] < 0.85 * losses[0]
@@ -232,7 +233,8 @@ def test_lora_on_a_tied_embedding_trains_one_matrix_and_merges_it_once(tmp_path)
     head, embedding = wrapped.get_base_model().lm_head, wrapped.get_base_model().model.embed_tokens
     assert head.lora_B["default"].weight.data_ptr() == embedding.lora_embedding_A["default"].data_ptr()
     tied_adapter = 4 * (128 + 64)  # one A (r x vocab) and one B (hidden x r), counted once
-    assert count_parameters(wrapped, trainable_only=True) == expected_lora_parameters(tiny("llama"), ["q_proj"], 4) + tied_adapter
+    expected = expected_lora_parameters(tiny("llama"), ["q_proj"], 4) + tied_adapter
+    assert count_parameters(wrapped, trainable_only=True) == expected
     optimizer = torch.optim.AdamW([p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
     ids = torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(0))
     for _ in range(5):
@@ -252,7 +254,8 @@ def test_adapter_folders_naming_each_other_as_base_fail_clearly(tmp_path, tokeni
 
     for name, other in (("a", "b"), ("b", "a")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / other)}))
+        config = {"base_model_name_or_path": str(tmp_path / other)}
+        (tmp_path / name / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="name each other as their base in a circle"):
         load_model(ModelConfig(path=str(tmp_path / "a"), tokenizer=str(tokenizer_dir)))
 

@@ -61,8 +61,8 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
 def _refuse_own_base(recipe: TrainRecipe, final: Path) -> None:
     """An adapter run may not replace the folder it starts from: its adapter would name a base that is gone."""
     if recipe.finetuning in ADAPTER_METHODS and Path(recipe.model.path).resolve() == final.resolve():
-        raise ValueError(f"model.path {recipe.model.path} is this run's own folder, which the new adapter would replace "
-                         "while naming it as its base; give the run another name")
+        raise ValueError(f"model.path {recipe.model.path} is this run's own folder, which the new adapter would "
+                         "replace while naming it as its base; give the run another name")
 
 
 def _method(recipe: TrainRecipe) -> str:

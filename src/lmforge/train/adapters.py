@@ -47,16 +47,17 @@ def add_lora(model, recipe: TrainRecipe, trainable_token_ids: list[int] = ()):
     if recipe.finetuning == "qlora":
         require_qlora()
         model = prepare_model_for_kbit_training(model)
-    targets = recipe.lora.target_modules or default_target_modules(model)
+    lora = recipe.lora
+    targets = lora.target_modules or default_target_modules(model)
     check_targets(model, targets)
     config = LoraConfig(
-        r=recipe.lora.r,
-        lora_alpha=recipe.lora.alpha,
-        lora_dropout=recipe.lora.dropout,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
         target_modules=targets,
         use_dora=recipe.finetuning == "dora",
-        rank_pattern=recipe.lora.rank_pattern,
-        alpha_pattern={name: rank * recipe.lora.alpha / recipe.lora.r for name, rank in recipe.lora.rank_pattern.items()},
+        rank_pattern=lora.rank_pattern,
+        alpha_pattern={name: rank * lora.alpha / lora.r for name, rank in lora.rank_pattern.items()},
         trainable_token_indices=list(trainable_token_ids) or None,
         ensure_weight_tying=_adapts_tied_embedding(model, targets, trainable_token_ids),
         fan_in_fan_out=_targets_conv1d(model, targets),

@@ -97,9 +97,9 @@ class DivergenceGuard(TrainerCallback):
         return DivergenceError(
             f"training diverged at step {self.step}: {', '.join(signs)}. Likely causes: a learning rate too "
             "high (lower train.lr or raise train.warmup_ratio); fp16 overflow (use model.dtype=bfloat16 or float32); "
-            f"bad data (look for empty or very long examples). A resumed run keeps its old schedule, so after changing "
-        f"the learning rate start afresh (train.resume=never). The diverged state was not saved: {run.dir} stays "
-            f"for inspection, {kept}."
+            "bad data (look for empty or very long examples). A resumed run keeps its old schedule, so after "
+            f"changing the learning rate start afresh (train.resume=never). The diverged state was not saved: "
+            f"{run.dir} stays for inspection, {kept}."
         )
 
 
@@ -138,7 +138,8 @@ class PeakMemory:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
     def figures(self) -> dict[str, float]:
-        return {"peak_memory_mb": round(self.peak / 2**20, 1), "memory_rise_mb": round((self.peak - self.start) / 2**20, 1)}
+        mib = 2**20
+        return {"peak_memory_mb": round(self.peak / mib, 1), "memory_rise_mb": round((self.peak - self.start) / mib, 1)}
 
 
 def _weights_finite(model) -> bool:
