@@ -28,6 +28,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/eval_speed.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/train_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/export_latency.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/dpo_memory.py
 
 clean:
 	rm -rf $(VENV) runs

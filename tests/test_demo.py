@@ -10,7 +10,7 @@ from lmforge.world import SIZES
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     cfg = DemoConfig(output_dir=str(tmp_path / "demo"), world_size="tiny", preset="nano", vocab_size=600,
-                     pretrain_steps=30, sft_steps=20, eval_limit=12)
+                     pretrain_steps=30, sft_steps=20, dpo_steps=10, grpo_steps=10, eval_limit=12)
     report = run_demo(cfg)
     text = report.read_text(encoding="utf-8")
     assert "| pretrain |" in text and "| sft |" in text and "world_mc_acc" in text
@@ -20,10 +20,14 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert [row["data.fraction"] for row in sweep] == [0.1, 0.25, 0.5]
     assert [row["examples"] for row in sweep] == sorted({row["examples"] for row in sweep})
     assert "## SFT on less data" in text and "(sweep-sft/sweep.png)" in text
-    for stage in ("pretrain", "sft", "sft-lora"):
+    assert "## Alignment: DPO, then GRPO on arithmetic" in text and "| win rate against sft" in text
+    assert "repetition rate" in text and "GRPO's mean reward" in text and "(grpo/reward.png)" in text
+    assert "### What alignment cost and gained" in text
+    assert [r["reward"] for r in read_metrics(report.parent / "grpo") if "reward" in r]
+    for stage in ("pretrain", "sft", "sft-lora", "dpo", "grpo"):
         run = report.parent / stage
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
-        assert losses[-1] < losses[0]
+        assert stage == "grpo" or losses[-1] < losses[0]  # a policy-gradient loss need not fall
         results = json.loads((report.parent / f"eval-{stage}" / "results.json").read_text(encoding="utf-8"))
         assert {name: task["n"] for name, task in results["tasks"].items()} == {  # the limit applies per subject
             "world_mc": 12, "world_qa": 3 * 12, "world_arithmetic": min(12, SIZES["tiny"].arithmetic_test)}

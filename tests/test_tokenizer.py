@@ -29,3 +29,10 @@ def test_train_command_saves_a_standard_tokenizer_with_template(tmp_path, text_f
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert (out / "config.yaml").exists() and not (tmp_path / "tokenizer.partial").exists()
     assert str(text_file) in (out / "README.md").read_text()
+
+
+def test_numbers_split_into_digits_so_arithmetic_is_not_a_lookup_table(frozen_tokenizer):
+    tokens = frozen_tokenizer.tokenize("12 + 30 = 42。答案是 42。")
+    digits = [token.lstrip("Ġ") for token in tokens if any(char.isdigit() for char in token)]
+    assert digits == ["1", "2", "3", "0", "4", "2", "4", "2"]
+    assert frozen_tokenizer.decode(frozen_tokenizer("1843年")["input_ids"]) == "1843年"

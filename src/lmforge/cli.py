@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -121,6 +122,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"finished: {export(schema_from_args(ExportConfig, args), overwrite=args.overwrite)}")
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    from lmforge.score import ScoreConfig, run_score
+
+    cfg = schema_from_args(ScoreConfig, args)
+    summary = run_score(cfg, overwrite=args.overwrite)
+    print(json.dumps(summary))
+    print(f"finished: {cfg.output}")
+
+
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -159,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.eval.config import EvalConfig
     from lmforge.export import ExportConfig
     from lmforge.generate import GenerateConfig
+    from lmforge.score import ScoreConfig
     from lmforge.sweep import SweepConfig
     from lmforge.tokenizer import TokenizerConfig
     from lmforge.world.config import SynthWorldConfig
@@ -202,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     schema_command(
         verbs, "eval", EvalConfig, cmd_eval, REPLACE_RUN, help="evaluate a model on benchmarks or custom tasks",
         epilog="example: lmforge eval --model runs/sft --tasks cmmlu=data/cmmlu gsm8k=data/gsm8k --limit 50",
+    )
+
+    schema_command(
+        verbs, "score", ScoreConfig, cmd_score, "replace an existing output file",
+        help="score answers with a reward model (pairwise accuracy on preference pairs)",
+        epilog="example: lmforge score --rm runs/rm --data world/preference.jsonl --output scores.jsonl",
     )
 
     analyze = verbs.add_parser("analyze", help="error analysis of an eval run's generations")

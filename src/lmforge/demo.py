@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from lmforge.config import Section
-from lmforge.runs import last_record
+from lmforge.runs import last_record, read_metrics
 from lmforge.train.config import Preset
 
 log = logging.getLogger("lmforge.demo")
@@ -29,6 +29,8 @@ class DemoConfig(Section):
     vocab_size: int = Field(4096, description="tokenizer vocabulary size")
     pretrain_steps: int = Field(-1, description="pretraining steps (-1: the recipe's)")
     sft_steps: int = Field(-1, description="SFT steps (-1: the recipe's)")
+    dpo_steps: int = Field(-1, description="DPO steps (-1: the recipe's)")
+    grpo_steps: int = Field(-1, description="GRPO steps (-1: the recipe's)")
     eval_limit: int = Field(0, ge=0, description="evaluate on the first N items of each benchmark (0: all)")
     sweep: bool = Field(True, description="also run an SFT data-size sweep (`lmforge sweep`)")
     sweep_fractions: list[float] = Field(
@@ -61,6 +63,12 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     for stage, recipe_name in SFT_VARIANTS.items():
         runs[stage] = _train_stage(recipe_name, cfg, overwrite, sft_updates, cfg.sft_steps)
         evals[stage] = evaluate_stage(runs[stage], world, cfg, overwrite)
+    runs["dpo"] = _train_stage("demo-dpo", cfg, overwrite, {
+        "model.path": str(runs["sft"]), "data.train": [str(world / "preference.jsonl")]}, cfg.dpo_steps)
+    evals["dpo"] = evaluate_stage(runs["dpo"], world, cfg, overwrite)
+    runs["grpo"] = _train_stage("demo-grpo", cfg, overwrite, {
+        "model.path": str(runs["dpo"]), "data.train": [str(world / "rl_arithmetic.jsonl")]}, cfg.grpo_steps)
+    evals["grpo"] = evaluate_stage(runs["grpo"], world, cfg, overwrite)
     sweep = _sweep_sft(cfg, world, sft_updates, overwrite) if cfg.sweep else None
     write_report(report, evals, runs, time.time() - started, sweep)
     return report
@@ -169,6 +177,9 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
     lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
     lines += ["", "## Full SFT against LoRA SFT", "", _finetuning_comparison(runs, values)]
+    lines += ["", "## Alignment: DPO, then GRPO on arithmetic", "", _alignment_section(results, values, runs)]
+    _, aligned = compare_runs(evals["sft"], evals["grpo"], path.parent / "sft-vs-grpo")
+    lines += ["", "### What alignment cost and gained: the SFT model against the final GRPO model", "", _body(aligned)]
     if sweep is not None:
         section = _sweep_section(sweep, path.parent, results["sft"], runs["sft"])
         lines += ["", "## SFT on less data (`lmforge sweep`)", "", section]
@@ -180,6 +191,40 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
         lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+ALIGNED = ("sft", "dpo", "grpo")
+
+
+def _alignment_section(results: dict, values: dict, runs: dict[str, Path]) -> str:
+    """What preference optimisation and RL changed, judged by the toy world's own preference rule (concise and
+    correct beats rambling, repetitive or wrong) on the replies every stage gave to the same held-out questions."""
+    from lmforge.eval.report import markdown_table
+    from lmforge.world.judge import reply_style, win_rate
+
+    replies = {stage: _replies(results[stage]) for stage in ALIGNED}
+    styles = {stage: reply_style(replies[stage]) for stage in ALIGNED}
+    wins = {stage: win_rate(replies[stage], replies["sft"]) for stage in ALIGNED[1:]}
+    rows = [
+        ["win rate against sft (ties count half)", "-", *(_percent(wins[s]["win_rate"]) for s in ALIGNED[1:])],
+        ["wins / ties / losses", "-", *(f"{wins[s]['wins']} / {wins[s]['ties']} / {wins[s]['losses']}"
+                                        for s in ALIGNED[1:])],
+        ["mean answer length (characters)", *(f"{styles[s]['mean_chars']:.1f}" for s in ALIGNED)],
+        ["repetition rate (repeated word 3-grams)", *(f"{styles[s]['repetition_rate']:.3f}" for s in ALIGNED)],
+        *([f"replies breaking the rule: {rule}", *(_percent(styles[s]["rule_breaks"][rule]) for s in ALIGNED)]
+          for rule in ("wrong", "rambling", "repetitive")),
+        ["arithmetic exact match", *(_percent(values[s]["arithmetic_exact_match"]) for s in ALIGNED)],
+        ["world multiple choice (retention)", *(_percent(values[s]["world_mc_acc"]) for s in ALIGNED)],
+    ]
+    rewards = [record["reward"] for record in read_metrics(runs["grpo"]) if "reward" in record]
+    curve = (f"\n\nGRPO's mean reward on its training prompts went from {rewards[0]:.3f} (first logged steps) to "
+             f"{rewards[-1]:.3f} (last). ![grpo reward]({runs['grpo'].name}/reward.png)") if rewards else ""
+    return (markdown_table(["", *ALIGNED], rows) + "\n\nReplies to the world_qa and world_arithmetic questions, "
+            "paired by question and judged by the world's preference rule (`lmforge.world.judge`)." + curve)
+
+
+def _replies(results: dict) -> list[dict]:
+    return results["tasks"]["world_qa"]["samples"] + results["tasks"]["world_arithmetic"]["samples"]
 
 
 def _sweep_section(sweep: Path, demo_dir: Path, sft_results: dict, sft_run: Path) -> str:

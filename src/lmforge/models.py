@@ -202,6 +202,39 @@ def load_for_inference(
     return model.eval(), tokenizer
 
 
+def to_reward_model(causal_lm):
+    """A sequence-classification model with one output on the causal LM's body (its LM head is dropped): the
+    architecture transformers loads with AutoModelForSequenceClassification."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = causal_lm.config.__class__.from_dict(causal_lm.config.to_dict())
+    config.num_labels, config.architectures = 1, None
+    reward_model = AutoModelForSequenceClassification.from_config(config, dtype=causal_lm.dtype)
+    body = getattr(reward_model, reward_model.base_model_prefix)
+    body.load_state_dict(getattr(causal_lm, causal_lm.base_model_prefix).state_dict())
+    return reward_model.to(causal_lm.device)
+
+
+def load_reward_model(path: str | Path, device: str = "auto"):
+    """A reward model the rm stage trained: a model folder, or a LoRA adapter (its score head saved with it) on
+    the causal LM it started from."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    _require_local_dir(path, "reward model")
+    tokenizer = load_tokenizer(path)
+    if is_adapter(path):
+        base, _ = load_model(ModelConfig(path=str(recorded_base(path)), device=device))
+        model = PeftModel.from_pretrained(to_reward_model(base), str(require_adapter(path))).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True,
+                                                                   use_safetensors=True)
+        model = model.to(pick_device(device))
+    if model.config.num_labels != 1:
+        raise ValueError(f"{path} is not a reward model: its head has {model.config.num_labels} outputs, not 1")
+    return model.eval(), tokenizer
+
+
 def unique_parameters(model) -> list:
     """Each tensor once: peft's adapter on a tied embedding is two parameters over one storage."""
     unique = {id(p) if p.device.type == "meta" else p.data_ptr(): p for p in model.parameters()}
@@ -227,7 +260,8 @@ def save_model(model, tokenizer, out: Path) -> None:
 def save_companions(model, tokenizer, out: Path) -> None:
     """What a model folder needs beside the weights: the generation config (a peft adapter's save leaves it out;
     it holds the stop tokens) and the tokenizer with its chat template."""
-    model.generation_config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None:  # a reward model does not generate
+        model.generation_config.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -109,15 +109,22 @@ def assistant_spans(tokenizer, messages: list[dict], template: str) -> tuple[str
     return text, spans
 
 
-def encode_chat(tokenizer, messages: list[dict], template: str) -> Encoded:
-    """Tokens of the whole rendered conversation; labels keep only assistant tokens (end-of-turn included)."""
+def encode_chat(tokenizer, messages: list[dict], template: str, reply_from: int = 0) -> Encoded:
+    """Tokens of the whole rendered conversation; labels keep only assistant tokens (end-of-turn included), of
+    the messages from index `reply_from` on."""
     text, spans = assistant_spans(tokenizer, messages, template)
+    spans = spans[sum(message["role"] == "assistant" for message in messages[:reply_from]) :]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [
         token if _inside(start, spans) else IGNORE_INDEX
         for token, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"])
     ]
     return Encoded(list(enc["input_ids"]), labels)
+
+
+def encode_completion(tokenizer, prompt: list[dict], completion: list[dict], template: str) -> Encoded:
+    """A prompt and one answer to it (preference data), with labels on the answer alone."""
+    return encode_chat(tokenizer, [*prompt, *completion], template, reply_from=len(prompt))
 
 
 def encode_prompt(tokenizer, messages: list[dict], template: str) -> list[int]:

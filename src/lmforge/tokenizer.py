@@ -47,12 +47,15 @@ def record_texts(record: dict) -> Iterator[str]:
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
-    """A `PreTrainedTokenizerFast` whose decode(encode(x)) == x for any UTF-8 text."""
+    """A `PreTrainedTokenizerFast` whose decode(encode(x)) == x for any UTF-8 text; numbers split into digits."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),  # one token per digit, as Llama and Qwen do: arithmetic
+        pre_tokenizers.ByteLevel(add_prefix_space=False),  # works digit by digit, not on a table of whole numbers
+    ])
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(TOOL_TAGS),

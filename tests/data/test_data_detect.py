@@ -8,7 +8,10 @@ from lmforge.data import detect_schema
     ('{"instruction": "Add", "input": "1 2", "output": "3"}', "alpaca"),
     ('{"messages": [{"role": "user", "content": "hi"}]}', "messages"),
     ('{"conversations": [{"from": "human", "value": "hi"}]}', "messages"),
-    ('{"prompt": "q", "chosen": "a", "rejected": "b"}', "sft-default"),
+    ('{"prompt": "q", "chosen": "a", "rejected": "b"}', "preference"),
+    ('{"prompt": "q", "completion": "a", "label": true}', "unpaired"),
+    ('{"prompt": "q", "answer": "42"}', "prompt"),
+    ('{"question": "q"}', "sft-default"),
     ('{not json', "sft-default"),
 ])
 def test_format_is_detected_from_the_first_record(tmp_path, line, expected):

@@ -21,11 +21,11 @@ def error_of(value, schema):
 
 
 def test_schema_names():
-    assert SCHEMAS == ("text", "alpaca", "messages", "preference")
+    assert SCHEMAS == ("text", "alpaca", "messages", "preference", "unpaired", "prompt")
 
 
 def test_unknown_schema_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="unknown schema 'sft' .*text, alpaca, messages, preference"):
+    with pytest.raises(ValueError, match="unknown schema 'sft' .*text, alpaca, messages, preference, unpaired"):
         norm({"text": "x"}, "sft")
 
 
@@ -257,3 +257,22 @@ def test_preference_errors():
     assert error_of(prompt_ends_with_answer, "preference") == (
         "the prompt must end with a user or tool message, got 'assistant'"
     )
+
+
+def test_unpaired_answers_for_kto_and_scoring():
+    record = norm({"prompt": "q", "completion": "a", "label": False}, "unpaired")
+    assert record == {"prompt": [msg("user", "q")], "completion": [msg("assistant", "a")], "label": False}
+    assert norm({"prompt": "q", "completion": "a"}, "unpaired")["label"] is None  # to score: no label needed
+    assert error_of({"prompt": "q", "completion": "a", "label": "yes"}, "unpaired") == (
+        "'label' must be true (a good answer) or false (a bad one), got a string"
+    )
+    assert error_of({"prompt": "q"}, "unpaired") == "missing key 'completion' (keys present: prompt)"
+
+
+def test_rl_prompts_keep_their_other_fields_for_the_rewards():
+    record = norm({"prompt": "3 + 4 = ?", "answer": "7", "kind": "arithmetic"}, "prompt")
+    assert record == {"prompt": [msg("user", "3 + 4 = ?")], "answer": "7", "kind": "arithmetic"}
+    assert error_of({"prompt": [msg("assistant", "x")]}, "prompt") == (
+        "the prompt must end with a user or tool message, got 'assistant'"
+    )
+    assert error_of({"question": "q"}, "prompt") == "missing key 'prompt' (keys present: question)"

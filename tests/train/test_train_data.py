@@ -1,7 +1,12 @@
 import math
 
+import pytest
+from conftest import write_jsonl
+
+from lmforge.data import DataError
+from lmforge.templates import IGNORE_INDEX, encode_prompt
 from lmforge.train.config import DataConfig
-from lmforge.train.data import prepare, subset
+from lmforge.train.data import LabeledRow, PairRow, PromptRow, prepare, subset
 
 
 def test_fractions_are_nested_ordered_subsets():
@@ -17,3 +22,54 @@ def test_prepare_trains_on_the_requested_share(chat_file, tokenizer):
     half = prepare([str(chat_file)], "sft", DataConfig(train=[str(chat_file)]), tokenizer, tokenizer.chat_template,
                    False, fraction=0.5)
     assert half.stats["examples"] == math.ceil(full.stats["examples"] / 2) < full.stats["examples"]
+
+
+def prepared(tmp_path, tokenizer, stage, records, unpaired=False, **data):
+    path = write_jsonl(tmp_path / "data.jsonl", records)
+    cfg = DataConfig(train=[str(path)], **data)
+    return prepare([str(path)], stage, cfg, tokenizer, tokenizer.chat_template, False, unpaired=unpaired)
+
+
+def trained_text(tokenizer, row) -> str:
+    return tokenizer.decode([t for t in row.labels if t != IGNORE_INDEX])
+
+
+def test_preference_pairs_train_only_on_each_answer(tmp_path, tokenizer):
+    prompt = [{"role": "user", "content": "Where was Alda Vorn born?"}, {"role": "assistant", "content": "Kelmar"},
+              {"role": "user", "content": "And which river flows there?"}]
+    rows = prepared(tmp_path, tokenizer, "dpo", [{"prompt": prompt, "chosen": "the Oruna", "rejected": "Kelmar"}]).rows
+    assert isinstance(rows[0], PairRow)
+    assert trained_text(tokenizer, rows[0].chosen) == "the Oruna<|im_end|>"  # not the earlier assistant turn
+    assert trained_text(tokenizer, rows[0].rejected) == "Kelmar<|im_end|>"
+    prompt_ids = encode_prompt(tokenizer, prompt, tokenizer.chat_template)
+    assert rows[0].chosen.input_ids[: len(prompt_ids)] == prompt_ids  # the prompt the model is served
+
+
+def test_kto_splits_pairs_and_takes_unpaired_answers(tmp_path, tokenizer):
+    pairs = prepared(tmp_path, tokenizer, "dpo", [{"prompt": "q", "chosen": "good", "rejected": "bad"}], unpaired=True)
+    assert [(trained_text(tokenizer, r.row), r.desirable) for r in pairs.rows] == [
+        ("good<|im_end|>", True), ("bad<|im_end|>", False)]
+    single = prepared(tmp_path, tokenizer, "dpo", [{"prompt": "q", "completion": "bad", "label": False}], unpaired=True)
+    assert isinstance(single.rows[0], LabeledRow) and not single.rows[0].desirable
+    with pytest.raises(DataError, match="need dpo.loss: kto"):
+        prepared(tmp_path, tokenizer, "dpo", [{"prompt": "q", "completion": "bad", "label": False}])
+    with pytest.raises(DataError, match="needs 'label'"):
+        prepared(tmp_path, tokenizer, "dpo", [{"prompt": "q", "completion": "bad"}], unpaired=True)
+
+
+def test_rl_prompts_end_in_the_generation_prompt_and_keep_their_fields(tmp_path, tokenizer):
+    rows = prepared(tmp_path, tokenizer, "grpo", [{"prompt": "What is 12 + 30?", "answer": "42"},
+                                                  {"prompt": "long " * 200, "answer": "0"}], max_length=64)
+    assert len(rows.rows) == 1 and rows.stats["dropped_examples"] == 1  # no room left for a completion
+    row = rows.rows[0]
+    assert isinstance(row, PromptRow) and row.columns == {"answer": "42"}
+    assert tokenizer.decode(row.prompt_ids).endswith("<|im_start|>assistant\n")
+
+
+def test_a_bad_preference_record_names_its_file_and_line(tmp_path, tokenizer):
+    with pytest.raises(DataError, match=r"data.jsonl:2: 'chosen' and 'rejected' are identical"):
+        prepared(tmp_path, tokenizer, "rm", [{"prompt": "q", "chosen": "a", "rejected": "b"},
+                                             {"prompt": "q", "chosen": "a", "rejected": "a"}])
+    with pytest.raises(DataError, match="holds messages records, but stage rm trains on preference records"):
+        prepared(tmp_path, tokenizer, "rm", [{"messages": [{"role": "user", "content": "q"},
+                                                           {"role": "assistant", "content": "a"}]}])

@@ -206,16 +206,13 @@ def _evaluate(node: ast.AST) -> int:
 
 
 def test_seen_in_sft_flags_are_accurate(tiny, truth):
-    asked: dict[str, set[str]] = {}
-    for record in _jsonl(tiny / "sft_train.jsonl"):
-        question, answer = (m["content"] for m in record["messages"])
-        asked.setdefault(answer, set()).add(question)
+    asked = [tuple(m["content"] for m in record["messages"]) for record in _jsonl(tiny / "sft_train.jsonl")]
     train = truth["templates"]["train"]
     facts = {f["id"]: f for f in truth["facts"]}
     covered = 0
     for fact in truth["facts"]:
         phrasings = [t.format(s=fact["entity"]) for lang in train for t in train[lang][fact["relation"]]]
-        hits = [q for q in phrasings if any(q in framed for framed in asked.get(fact["value"], set()))]
+        hits = [q for q in phrasings if any(q in framed and fact["value"] in answer for framed, answer in asked)]
         expected = len(phrasings) - len(train) if fact["seen_in_sft"] else 0  # one held out per language
         assert len(hits) == expected, fact
         assert len(phrasings) >= 2
@@ -251,3 +248,71 @@ def test_demo_size_numbers(tmp_path):
     assert 120 <= counts["world.json"] <= 200
     assert 200_000 <= characters <= 400_000
     assert mc_rows == counts["world.json"]
+
+
+def _rl_problems(folder: Path, seed: int, size: WorldSize) -> list:
+    """The RL arithmetic problems regenerated from their own stream, to read each one's expression."""
+    from lmforge.world.arithmetic import make_problems
+    from lmforge.world.entities import derived_rng
+
+    truth = json.loads((folder / "world.json").read_text(encoding="utf-8"))
+    first_names = [person["name"].split()[0] for person in truth["entities"]["person"]]
+    used = {r["question"] for r in _jsonl(folder / "qa_test.jsonl") if r["kind"] == "arithmetic"}
+    used |= {r["messages"][0]["content"] for r in _jsonl(folder / "sft_train.jsonl")}
+    return make_problems(derived_rng(seed, "rl"), size.arithmetic_rl, first_names, "arith-rl", frozenset(used))
+
+
+def test_rl_arithmetic_prompts_are_new_and_correctly_answered(tiny):
+    records = [r for r in _jsonl(tiny / "rl_prompts.jsonl") if r["kind"] == "arithmetic"]
+    assert len(records) == SIZES["tiny"].arithmetic_rl and {r["lang"] for r in records} == {"en", "zh"}
+    trained_or_tested = {r["question"] for r in _jsonl(tiny / "qa_test.jsonl")} | set(_sft_text(tiny).split("\n"))
+    assert not [r for r in records if r["prompt"] in trained_or_tested]
+    by_id = {r["id"]: r for r in records}
+    problems = _rl_problems(tiny, 7, SIZES["tiny"])
+    assert sorted(by_id) == sorted(p.id for p in problems)
+    for problem in problems:
+        record = by_id[problem.id]
+        assert (record["prompt"], record["lang"]) == (problem.question, problem.lang)
+        assert record["answer"] == str(_evaluate(ast.parse(problem.expression, mode="eval").body))
+        assert re.findall(r"\d+", record["prompt"]) == re.findall(r"\d+", problem.expression)
+
+
+def test_rl_fact_prompts_ask_covered_facts_in_sft_phrasings(tiny, truth):
+    records = [r for r in _jsonl(tiny / "rl_prompts.jsonl") if r["kind"] == "fact"]
+    facts = {f["id"]: f for f in truth["facts"]}
+    covered = [f for f in truth["facts"] if f["seen_in_sft"]]
+    assert sorted(r["id"] for r in records) == sorted(f"{f['id']}-{lang}-rl" for f in covered for lang in ("en", "zh"))
+    held_out = {r["question"] for r in _jsonl(tiny / "qa_test.jsonl")}
+    sft = _sft_text(tiny)
+    for record in records:
+        fact = facts[record["id"].split("-")[0]]
+        assert record["answer"] == fact["value"]
+        train = truth["templates"]["train"][record["lang"]][fact["relation"]]
+        assert record["prompt"] in {t.format(s=fact["entity"]) for t in train}
+        assert record["prompt"] not in held_out and record["prompt"] in sft, record
+    assert any(CJK.search(r["prompt"]) for r in records if r["lang"] == "zh")
+
+
+def test_rl_prompts_are_shuffled_and_leave_every_other_file_alone(tmp_path):
+    from dataclasses import replace
+
+    counts = synth_world(5, tmp_path / "a", "tiny")
+    synth_world(5, tmp_path / "b", replace(SIZES["tiny"], arithmetic_rl=3))
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    changed = ["README.md", "rl_arithmetic.jsonl", "rl_prompts.jsonl", "world.json"]
+    assert [name for name in a if a[name] != b[name]] == changed
+    kinds = [r["kind"] for r in _jsonl(tmp_path / "a" / "rl_prompts.jsonl")]
+    assert counts["rl_prompts.jsonl"] == len(kinds) and kinds != sorted(kinds)
+    assert "| `rl_prompts.jsonl` |" in a["README.md"].decode("utf-8")
+
+
+def test_some_sft_answers_ramble_or_repeat_like_real_instruction_data(tmp_path):
+    from lmforge.world.judge import violations
+
+    synth_world(0, tmp_path, "demo")
+    facts = [[m["content"] for m in r["messages"]] for r in _jsonl(tmp_path / "sft_train.jsonl")
+             if not r["messages"][1]["content"].startswith(("First", "先算")) and "=" not in r["messages"][1]["content"]]
+    noisy = [answer for _, answer in facts if len(answer) > 40]
+    assert abs(len(noisy) / len(facts) - SIZES["demo"].sft_noise) < 0.05
+    assert all({"rambling", "repetitive"} & set(violations(answer, "x", "fact")) for answer in noisy)
+

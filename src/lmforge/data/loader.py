@@ -77,7 +77,8 @@ def _report(loaded: Loaded, paths: str | Path | Sequence[str | Path]) -> None:
 
 
 def detect_schema(path: Path, default: str) -> str:
-    """The schema a file's first readable record looks like: text, alpaca or messages."""
+    """The schema a file's first readable record looks like: text, alpaca, messages, preference, unpaired or
+    prompt."""
     for raw in read_raw(Path(path)):
         if raw.error:
             continue
@@ -85,7 +86,8 @@ def detect_schema(path: Path, default: str) -> str:
             return "text"
         keys = raw.value.keys() if isinstance(raw.value, dict) else ()
         for key, schema in (("text", "text"), ("instruction", "alpaca"), ("messages", "messages"),
-                            ("conversations", "messages")):
+                            ("conversations", "messages"), ("chosen", "preference"), ("completion", "unpaired"),
+                            ("prompt", "prompt")):
             if key in keys:
                 return schema
         return default

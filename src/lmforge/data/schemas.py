@@ -97,6 +97,28 @@ def _normalize_preference(value: Any) -> dict:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
+def _normalize_unpaired(value: Any) -> dict:
+    """One answer to a prompt: KTO's unpaired form with a good (true) or bad (false) label, or an answer to
+    score (no label needed)."""
+    record = _require_object(value)
+    prompt = _turns(record, "prompt", "user")
+    completion = _turns(record, "completion", "assistant")
+    _check_prompt(prompt)
+    _check_completion(completion, "completion")
+    label = record.get("label")
+    if label is not None and not isinstance(label, bool):
+        raise _Invalid(f"'label' must be true (a good answer) or false (a bad one), got {_describe(label)}")
+    return {"prompt": prompt, "completion": completion, "label": label}
+
+
+def _normalize_prompt(value: Any) -> dict:
+    """A prompt for online RL; the other keys (a gold answer, say) pass through to the reward functions."""
+    record = _require_object(value)
+    prompt = _turns(record, "prompt", "user")
+    _check_prompt(prompt)
+    return {**record, "prompt": prompt}
+
+
 def _describe(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -268,5 +290,7 @@ _NORMALISERS = {
     "alpaca": _normalize_alpaca,
     "messages": _normalize_messages,
     "preference": _normalize_preference,
+    "unpaired": _normalize_unpaired,
+    "prompt": _normalize_prompt,
 }
 SCHEMAS = tuple(_NORMALISERS)

@@ -38,6 +38,13 @@ def word_tokens(text: str) -> list[str]:
     return _TOKEN.findall(normalize_answer(text))
 
 
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of the word n-grams that repeat an earlier one: 0 for text that never loops, near 1 for a loop."""
+    words = word_tokens(text)
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
 def latin_words(text: str) -> list[str]:
     """Lower-cased runs of Latin letters (accents included), the unit of a vocabulary check."""
     return [word.lower() for word in _LATIN_WORD.findall(text)]

@@ -20,6 +20,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
     from lmforge.train.adapters import apply_finetuning, parameter_counts, quantization_kwargs, trainable_summary
     from lmforge.train.loop import fit, resume_checkpoint
+    from lmforge.train.reference import build_reference
 
     join(cpu=pick_device(recipe.model.device).type == "cpu")
     run = Run(recipe.output_dir, recipe.name, overwrite)
@@ -31,8 +32,11 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         template_label = describe_template(recipe.data.template, tokenizer)
         tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
         stop_ids = _stop_ids(tokenizer, end_of_turn_ids(tokenizer, tokenizer.chat_template))
-        set_stop_tokens(model, tokenizer, stop_ids)
-        if recipe.stage == "sft":
+        if recipe.stage == "rm":
+            model = _reward_model(model, recipe.train.seed)
+        else:
+            set_stop_tokens(model, tokenizer, stop_ids)
+        if recipe.stage in ("sft", "dpo", "grpo"):
             preflight(tokenizer, tokenizer.chat_template, stop_ids)
         train_set = _prepare(recipe.data.train, recipe, tokenizer, recipe.data.fraction)
         eval_rows = _prepare(recipe.data.eval, recipe, tokenizer).rows if recipe.data.eval else None
@@ -41,13 +45,18 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         retention = _retention_check(recipe, parent, run)
         if retention:
             retention.measure_before(model, tokenizer)
+        reference = build_reference(recipe, model)
+        rows = _with_precomputed_reference(recipe, model, tokenizer, train_set.rows)
         model = apply_finetuning(model, recipe, tokenizer)
         log.info("finetuning %s: %s", recipe.finetuning, trainable_summary(model))
         run.log_metrics({"parameters": parameter_counts(model)})
-        final = fit(model, tokenizer, recipe, run, train_set.rows, eval_rows, checkpoint)
+        parts = stage_parts(recipe, tokenizer, reference, stop_ids)
+        final = fit(model, tokenizer, recipe, run, rows, eval_rows, checkpoint, parts)
         run.log_metrics({"final": final})
         if run.writes:
             plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
+            if recipe.stage == "grpo":
+                plot_metric(read_metrics(run.dir), "reward", run.dir / "reward.png", title=f"{recipe.name}: mean reward")
             sections = {}
             if retention:
                 sections["Retention (before vs after training)"] = retention.report_after(model, tokenizer)
@@ -56,6 +65,37 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
                               adapter=recipe.finetuning in ADAPTER_METHODS)
             atomic_write_text(run.dir / "README.md", card)
         return run.finish()
+
+
+def stage_parts(recipe: TrainRecipe, tokenizer, reference, stop_ids: list[int]):
+    """The trainer, collator and options of the recipe's stage; None for the causal LM loss of pretrain and sft."""
+    if recipe.stage in ("rm", "dpo"):
+        from lmforge.train.preference import preference_parts
+
+        return preference_parts(recipe, tokenizer, reference)
+    if recipe.stage == "grpo":
+        from lmforge.train.rl import grpo_parts
+
+        return grpo_parts(recipe, tokenizer, reference, stop_ids)
+    return None
+
+
+def _reward_model(model, seed: int):
+    import torch
+
+    from lmforge.models import to_reward_model
+
+    torch.manual_seed(seed)  # the new score head
+    return to_reward_model(model)
+
+
+def _with_precomputed_reference(recipe: TrainRecipe, model, tokenizer, rows: list) -> list:
+    if recipe.stage != "dpo" or recipe.reference_source != "precomputed":
+        return rows
+    from lmforge.train.preference import precompute_reference
+
+    log.info("reference: log-probs of the start model, computed once for %d training rows", len(rows))
+    return precompute_reference(model, rows, tokenizer.pad_token_id, recipe.train.batch_size)
 
 
 def _refuse_own_base(recipe: TrainRecipe, final: Path) -> None:
@@ -88,7 +128,9 @@ def _retention_check(recipe: TrainRecipe, parent: str, run):
 def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer, fraction: float = 1.0):
     from lmforge.train.data import prepare
 
-    prepared = prepare(paths, recipe.stage, recipe.data, tokenizer, tokenizer.chat_template, recipe.packing, fraction)
+    unpaired = recipe.stage == "dpo" and recipe.dpo.loss == "kto"
+    prepared = prepare(paths, recipe.stage, recipe.data, tokenizer, tokenizer.chat_template, recipe.packing, fraction,
+                       unpaired)
     log.info("data %s: %s", paths, prepared.stats)
     return prepared
 

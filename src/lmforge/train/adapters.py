@@ -19,11 +19,14 @@ from lmforge.train.config import FreezeSection, TrainRecipe
 
 def apply_finetuning(model, recipe: TrainRecipe, tokenizer=None):
     """The model to train: untouched (full), frozen but for its last blocks (freeze), or a peft adapter model
-    (the tokenizer resolves `lora.trainable_tokens`)."""
+    (the tokenizer resolves `lora.trainable_tokens`; a reward model's new head trains in full beside it)."""
     if recipe.finetuning == "full":
         return model
     if recipe.finetuning == "freeze":
-        return freeze_all_but(model, recipe.freeze)
+        model = freeze_all_but(model, recipe.freeze)
+        if recipe.stage == "rm":
+            model.score.requires_grad_(True)  # a reward model's head is new: it always trains
+        return model
     return add_lora(model, recipe, token_ids(tokenizer, recipe.lora.trainable_tokens))
 
 
@@ -61,7 +64,7 @@ def add_lora(model, recipe: TrainRecipe, trainable_token_ids: list[int] = ()):
         trainable_token_indices=list(trainable_token_ids) or None,
         ensure_weight_tying=_adapts_tied_embedding(model, targets, trainable_token_ids),
         fan_in_fan_out=_targets_conv1d(model, targets),
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if recipe.stage == "rm" else "CAUSAL_LM",
     )
     wrapped = get_peft_model(model, config)
     wrapped.peft_config["default"].base_model_name_or_path = str(Path(recipe.model.path).resolve())

@@ -39,8 +39,9 @@ class ModelConfig(Section):
 class DataConfig(Section):
     train: list[str] = Field(description="training files or folders (jsonl, json, csv, parquet, txt)")
     eval: list[str] = Field(default_factory=list, description="held-out files for eval loss")
-    format: Literal["auto", "text", "alpaca", "messages"] = Field(
-        "auto", description="record schema; auto = text for pretrain, messages or alpaca (by keys) for sft"
+    format: Literal["auto", "text", "alpaca", "messages", "preference", "unpaired", "prompt"] = Field(
+        "auto", description="record schema; auto = by the first record's keys (text, messages or alpaca for "
+        "pretrain and sft; prompt/chosen/rejected pairs or prompt/completion/label for rm and dpo; prompt for grpo)"
     )
     on_error: Literal["raise", "skip"] = Field("raise", description="what to do with a malformed record")
     max_length: int = Field(512, ge=8, description="longest sequence in tokens")
@@ -144,8 +145,67 @@ class RetentionSection(Section):
     threshold: float = Field(0.01, ge=0, description="smallest metric change reported as improved or regressed")
 
 
+class PreferenceSection(Section):
+    loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo", "kto"] = Field(
+        "sigmoid", description="sigmoid = DPO, ipo, hinge, robust (noisy labels), simpo and orpo (no reference "
+        "model), kto (unpaired good/bad examples; pairs are split into one of each)"
+    )
+    beta: float = Field(0.1, gt=0, description="strength of the preference term (for orpo, its weight lambda)")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="assumed share of flipped labels (sigmoid, robust, simpo)"
+    )
+    sft_weight: float | None = Field(
+        None, ge=0, description="weight of the chosen answer's NLL added to the loss (default: 1 for orpo, else 0)"
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin")
+    desirable_weight: float = Field(1.0, gt=0, description="KTO weight of desirable examples")
+    undesirable_weight: float = Field(1.0, gt=0, description="KTO weight of undesirable examples")
+    reference: Literal["auto", "copy", "adapter", "precomputed"] = Field(
+        "auto", description="where reference log-probs come from: a frozen copy of the start model, the same model "
+        "with its LoRA adapters switched off (no second copy), or one pass before training; auto = adapter under "
+        "LoRA, else copy"
+    )
+    reference_path: str | None = Field(
+        None, description="a model directory to use as the reference instead of the start model (reference: copy)"
+    )
+
+
+class RewardSpec(Section):
+    name: str = Field(description="a built-in reward or your own as package.module:function or file.py:function")
+    weight: float = Field(1.0, description="weight in the summed reward")
+    options: dict = Field({}, description="keyword options of the reward function")
+
+
+class GrpoSection(Section):
+    group_size: int = Field(8, ge=2, description="completions sampled per prompt; advantages are group-relative")
+    max_new_tokens: int = Field(64, ge=1, description="longest completion")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
+    top_k: int = Field(0, ge=0, description="sample from the k likeliest tokens (0: all)")
+    beta: float = Field(0.04, ge=0, description="weight of the KL penalty to the reference model (0: none kept)")
+    reference: Literal["auto", "copy", "adapter"] = Field(
+        "auto", description="the KL reference: a frozen copy, or the model with its LoRA adapters off (auto)"
+    )
+    scale_rewards: bool = Field(True, description="divide advantages by the group's reward standard deviation")
+    rewards: list[RewardSpec] = Field(
+        [RewardSpec(name="exact_match")], description="reward functions, summed with their weights; built-ins: "
+        "exact_match, format, length_penalty, repetition_penalty, reward_model"
+    )
+
+    @model_validator(mode="after")
+    def _rewards_exist(self) -> "GrpoSection":
+        """Unknown rewards and options fail when the recipe is read, not after the model has loaded."""
+        from lmforge.rewards import resolve_reward
+
+        if not self.rewards:
+            raise ValueError("grpo.rewards is empty: name at least one reward function")
+        for spec in self.rewards:
+            resolve_reward(spec.name, spec.options)
+        return self
+
+
 class TrainRecipe(Section):
-    stage: Literal["pretrain", "sft"] = Field(description="which training stage this recipe runs")
+    stage: Literal["pretrain", "sft", "rm", "dpo", "grpo"] = Field(description="which training stage this recipe runs")
     name: str = Field(description="run name; output goes to <output_dir>/<name>/")
     output_dir: str = Field("runs", description="folder holding run folders")
     model: ModelConfig = Field(description="the model to train")
@@ -161,6 +221,8 @@ class TrainRecipe(Section):
         default_factory=DistributedSection, description="sharding across GPUs (plain DDP needs no setting)"
     )
     eval: RetentionSection = Field(default_factory=RetentionSection, description="forgetting check around training")
+    dpo: PreferenceSection = Field(default_factory=PreferenceSection, description="the dpo stage's loss and reference")
+    grpo: GrpoSection = Field(default_factory=GrpoSection, description="the grpo stage's sampling, rewards and KL")
 
     @model_validator(mode="after")
     def _adapters_need_a_base(self) -> "TrainRecipe":
@@ -171,6 +233,33 @@ class TrainRecipe(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _reference_exists(self) -> "TrainRecipe":
+        for stage, reference in (("dpo", self.dpo.reference), ("grpo", self.grpo.reference)):
+            if self.stage == stage and reference == "adapter" and self.finetuning not in ADAPTER_METHODS:
+                raise ValueError(f"{stage}.reference: adapter needs LoRA adapters to switch off "
+                                 f"(finetuning: lora, dora or qlora), not finetuning: {self.finetuning}")
+        if self.stage in ("rm", "dpo", "grpo") and self.model.path is None:
+            raise ValueError(f"stage {self.stage} starts from a trained model: set model.path")
+        if self.stage in ("rm", "dpo", "grpo") and self.data.packing:
+            raise ValueError(f"stage {self.stage} scores whole answers: data.packing must stay off")
+        return self
+
     @property
     def packing(self) -> bool:
         return self.data.packing if self.data.packing is not None else self.stage == "pretrain"
+
+    @property
+    def reference_source(self) -> str | None:
+        """Where the dpo or grpo stage's reference log-probs come from, or None when its loss needs none."""
+        from lmforge.losses import REFERENCE_FREE_LOSSES
+
+        if self.stage == "dpo" and self.dpo.loss not in REFERENCE_FREE_LOSSES:
+            chosen = self.dpo.reference
+        elif self.stage == "grpo" and self.grpo.beta > 0:
+            chosen = self.grpo.reference
+        else:
+            return None
+        if chosen == "auto":
+            return "adapter" if self.finetuning in ADAPTER_METHODS and not self.dpo.reference_path else "copy"
+        return chosen

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lmforge.data import DataError, detect_schema, expand_paths, load_records
 from lmforge.sequences import Row, chunk, has_targets, pack, truncate, unpacked
-from lmforge.templates import Encoded, encode_chat
+from lmforge.templates import Encoded, encode_chat, encode_completion, encode_prompt
 
 log = logging.getLogger("lmforge.train")
 
@@ -29,26 +29,131 @@ def encode_text(tokenizer, text: str) -> Encoded:
     return Encoded(ids, list(ids))
 
 
+@dataclass
+class PairRow:
+    """A prompt with a preferred and a dispreferred answer, each tokenised whole with labels on the answer."""
+
+    chosen: Row
+    rejected: Row
+
+
+@dataclass
+class LabeledRow:
+    """One answer marked good or bad (KTO)."""
+
+    row: Row
+    desirable: bool
+
+
+@dataclass
+class PromptRow:
+    """A prompt to sample completions for (GRPO), with its record's other fields for the reward functions."""
+
+    prompt_ids: list[int]
+    messages: list[dict]
+    columns: dict
+
+
 def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, packing: bool,
-            fraction: float = 1.0) -> Prepared:
-    """Rows from the files; `fraction` keeps that share of the examples (data.fraction, for training data)."""
+            fraction: float = 1.0, unpaired: bool = False) -> Prepared:
+    """Rows from the files; `fraction` keeps that share of the examples (data.fraction, for training data);
+    `unpaired` turns preference pairs into good and bad examples (KTO)."""
     files = expand_paths(paths)
-    examples, skipped = [], 0
-    for path in files:
-        schema = data_cfg.format if data_cfg.format != "auto" else detect_schema(path, _default_format(stage))
-        loaded = load_records([path], schema, data_cfg.on_error)
-        skipped += loaded.skipped
-        examples += [_encode(record, tokenizer, template, data_cfg.system) for record in loaded.records]
-    kept, dropped = _fit(subset(examples, fraction), stage, data_cfg)
-    if not kept:
+    records, skipped = _load(files, stage, data_cfg, unpaired)
+    records = subset(records, fraction)
+    if stage == "grpo":
+        rows, dropped = _prompt_rows(records, tokenizer, template, data_cfg)
+    elif stage in ("rm", "dpo"):
+        rows, dropped = _answer_rows(records, tokenizer, template, data_cfg, unpaired)
+    else:
+        examples = [_encode(record, tokenizer, template, data_cfg.system) for record in records]
+        kept, dropped = _fit(examples, stage, data_cfg)
+        rows = (pack(kept, data_cfg.max_length) if packing else [unpacked(example) for example in kept]) if kept else []
+    if not rows:
         raise DataError(str(files[0]), f"no trainable examples left after truncation to {data_cfg.max_length} tokens")
-    rows = pack(kept, data_cfg.max_length) if packing else [unpacked(example) for example in kept]
     if skipped or dropped:
         log.warning("data: skipped %d malformed records; dropped %d examples (too long under truncation=drop, "
                     "or nothing left to train on)", skipped, dropped)
-    stats = {"examples": len(kept), "rows": len(rows), "tokens": sum(len(row) for row in rows),
+    stats = {"examples": len(records) - dropped, "rows": len(rows), "tokens": sum(_tokens(row) for row in rows),
              "skipped_records": skipped, "dropped_examples": dropped}
     return Prepared(rows, files, stats)
+
+
+def _load(files: list[Path], stage: str, data_cfg, unpaired: bool) -> tuple[list[dict], int]:
+    records, skipped = [], 0
+    for path in files:
+        schema = data_cfg.format if data_cfg.format != "auto" else detect_schema(path, _default_format(stage))
+        _check_schema_fits(path, schema, stage, unpaired)
+        loaded = load_records([path], schema, data_cfg.on_error)
+        skipped += loaded.skipped
+        records += loaded.records
+    return records, skipped
+
+
+STAGE_SCHEMAS = {"pretrain": ("text", "messages", "alpaca"), "sft": ("messages", "alpaca", "text"),
+                 "rm": ("preference",), "dpo": ("preference", "unpaired"), "grpo": ("prompt",)}
+
+
+def _check_schema_fits(path: Path, schema: str, stage: str, unpaired: bool) -> None:
+    if schema not in STAGE_SCHEMAS[stage]:
+        raise DataError(str(path), f"holds {schema} records, but stage {stage} trains on "
+                        f"{' or '.join(STAGE_SCHEMAS[stage])} records")
+    if schema == "unpaired" and not unpaired:
+        raise DataError(str(path), "holds unpaired (prompt, completion, label) records, which need dpo.loss: kto; "
+                        "the other losses train on chosen/rejected pairs")
+
+
+def _answer_rows(records: list[dict], tokenizer, template: str, data_cfg, unpaired: bool) -> tuple[list, int]:
+    """Pairs for rm and dpo, or good/bad examples for KTO (pairs split in two)."""
+    rows, dropped = [], 0
+    for record in records:
+        prompt = _with_system(record["prompt"], data_cfg.system)
+        answers = ([(record["completion"], _label(record, len(rows) + dropped))] if "completion" in record
+                   else [(record["chosen"], True), (record["rejected"], False)])
+        encoded = [_fit_answer(encode_completion(tokenizer, prompt, answer, template), data_cfg) for answer, _ in answers]
+        if any(row is None for row in encoded):
+            dropped += 1
+        elif unpaired:
+            rows += [LabeledRow(row, label) for row, (_, label) in zip(encoded, answers)]
+        else:
+            rows.append(PairRow(*encoded))
+    return rows, dropped
+
+
+def _label(record: dict, index: int) -> bool:
+    if record["label"] is None:
+        raise DataError(f"record {index + 1}", "an unpaired record for KTO needs 'label': true or false")
+    return record["label"]
+
+
+def _fit_answer(example: Encoded, data_cfg) -> Row | None:
+    fitted = truncate(example, data_cfg.max_length, data_cfg.truncation)
+    return unpacked(fitted) if fitted is not None and has_targets(fitted) else None
+
+
+def _prompt_rows(records: list[dict], tokenizer, template: str, data_cfg) -> tuple[list[PromptRow], int]:
+    """Prompts that leave room for a completion within max_length; longer ones are dropped."""
+    rows = []
+    for record in records:
+        messages = _with_system(record["prompt"], data_cfg.system)
+        ids = encode_prompt(tokenizer, messages, template)
+        if len(ids) < data_cfg.max_length:
+            rows.append(PromptRow(ids, messages, {key: value for key, value in record.items() if key != "prompt"}))
+    return rows, len(records) - len(rows)
+
+
+def _tokens(row) -> int:
+    if isinstance(row, PairRow):
+        return len(row.chosen) + len(row.rejected)
+    if isinstance(row, LabeledRow):
+        return len(row.row)
+    return len(row.prompt_ids) if isinstance(row, PromptRow) else len(row)
+
+
+def _with_system(messages: list[dict], system: str | None) -> list[dict]:
+    if system and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system}, *messages]
+    return messages
 
 
 def subset(examples: list, fraction: float) -> list:
@@ -62,16 +167,13 @@ def subset(examples: list, fraction: float) -> list:
 
 
 def _default_format(stage: str) -> str:
-    return "text" if stage == "pretrain" else "messages"
+    return {"pretrain": "text", "sft": "messages", "grpo": "prompt"}.get(stage, "preference")
 
 
 def _encode(record: dict, tokenizer, template: str, system: str | None) -> Encoded:
     if "text" in record:
         return encode_text(tokenizer, record["text"])
-    messages = record["messages"]
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}, *messages]
-    return encode_chat(tokenizer, messages, template)
+    return encode_chat(tokenizer, _with_system(record["messages"], system), template)
 
 
 def _fit(examples: list[Encoded], stage: str, data_cfg) -> tuple[list[Encoded], int]:

@@ -11,7 +11,10 @@ import os
 import re
 import shutil
 import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -21,7 +24,7 @@ from transformers.trainer_callback import TrainerState
 
 from lmforge.models import mixed_precision, save_companions, save_model
 from lmforge.runs import Run
-from lmforge.sequences import Collator, Row
+from lmforge.sequences import Collator
 from lmforge.train.config import DistributedSection, TrainRecipe
 
 log = logging.getLogger("lmforge.train")
@@ -34,6 +37,46 @@ SHIPPED_CONFIGS = {
     "deepspeed": {"zero2": "deepspeed_zero2.json", "zero3": "deepspeed_zero3.json"},
     "fsdp": {"fsdp": "fsdp.json"},
 }
+
+
+class MetricTrainer(Trainer):
+    """A Trainer for stages with their own loss (rm, dpo, grpo): `compute_loss` records figures with `record`, and
+    each log line carries their means since the last one (eval lines their means over the eval set, as eval_*)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False  # our losses are batch means: the Trainer scales them for grad_accum
+        self._sums: dict[str, dict[str, list[float]]] = {"train": defaultdict(lambda: [0.0, 0]),
+                                                         "eval": defaultdict(lambda: [0.0, 0])}
+
+    def record(self, **values: torch.Tensor) -> None:
+        """Add each tensor's values to the running mean of its name (a tensor of one per pair, say)."""
+        sums = self._sums["train" if self.model.training else "eval"]
+        for name, value in values.items():
+            value = value.detach().float()
+            sums[name][0] += value.sum().item()
+            sums[name][1] += value.numel()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode, prefix = ("eval", "eval_") if any(key.startswith("eval_") for key in logs) else ("train", "")
+        sums = self._sums[mode]
+        logs.update({prefix + name: total / count for name, (total, count) in sums.items() if count})
+        sums.clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+@dataclass
+class StageParts:
+    """What a stage plugs into `fit`: its Trainer class, the collator of its rows and the trainer's own options."""
+
+    trainer_class: type = Trainer
+    collator: Callable | None = None
+    options: dict = field(default_factory=dict)
 
 
 class DivergenceError(RuntimeError, ValueError):
@@ -261,21 +304,23 @@ def _require_gpu(key: str, device) -> None:
 
 
 def fit(
-    model, tokenizer, recipe: TrainRecipe, run: Run, rows: list[Row], eval_rows: list[Row] | None,
-    checkpoint: Path | None = None,
+    model, tokenizer, recipe: TrainRecipe, run: Run, rows: list, eval_rows: list | None,
+    checkpoint: Path | None = None, parts: StageParts | None = None,
 ) -> dict:
     """Train in place, continuing from `checkpoint` if given, save the final model into the run folder and return
-    the final metrics for the model card."""
+    the final metrics for the model card. `parts` plugs in a stage's own trainer (default: causal LM loss)."""
+    parts = parts or StageParts(collator=Collator(tokenizer.pad_token_id, recipe.packing))
     resumed_step = _prepare_resume(recipe.train.resume, run, checkpoint)
     metrics, guard = RunMetrics(run), DivergenceGuard()
     writer = _tensorboard(run, resumed_step + 1 if checkpoint else None)
-    trainer = Trainer(
+    trainer = parts.trainer_class(
         model=model,
         args=training_arguments(recipe, run, eval_rows is not None, model.device),
         train_dataset=rows,
         eval_dataset=eval_rows,
-        data_collator=Collator(tokenizer.pad_token_id, recipe.packing),
+        data_collator=parts.collator,
         callbacks=[metrics, TensorBoardCallback(tb_writer=writer), CheckpointMarker(), guard],
+        **parts.options,
     )
     model.config.use_cache = False  # transformers builds per-example masks for packed rows only without a cache
     try:
@@ -293,9 +338,15 @@ def fit(
     final["runtime_s"] = round(result.metrics.get("train_runtime", 0.0), 1)
     final.update(memory.figures())
     if eval_rows is not None:
-        final["eval_loss"] = trainer.evaluate()["eval_loss"]
+        final.update(_eval_figures(trainer.evaluate()))
     save_final(trainer, model, tokenizer, run)
     return {key: value for key, value in final.items() if value is not None}
+
+
+def _eval_figures(results: dict) -> dict:
+    """The eval set's loss and the stage's own figures (pairwise accuracy, reward margins), without timings."""
+    timings = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+    return {key: value for key, value in results.items() if key.startswith("eval_") and key not in timings}
 
 
 def _drop_autocast_forward(model) -> None:

@@ -1,7 +1,7 @@
 """A synthetic bilingual "toy world" small enough for a tiny model to learn on CPU in minutes.
 
 `synth_world` writes pretraining text, SFT data, held-out QA and multiple-choice benchmarks,
-preference pairs and a retrieval corpus, all derived from one seed and byte-identical per seed.
+preference pairs, RL prompts and a retrieval corpus, all derived from one seed and byte-identical per seed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .arithmetic import make_problems
 from .corpus import pretrain_passages
 from .documents import documents
 from .entities import SIZES, WorldSize, build_world, derived_rng
-from .tasks import mc_rows, preference_records, qa_test_records, sft_records
+from .tasks import mc_rows, preference_records, qa_test_records, rl_prompt_records, sft_records
 from .truth import ground_truth, readme
 from .writers import write_json, write_jsonl, write_text
 
@@ -69,17 +69,25 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
     mc_dev, mc_test = mc_rows(world, derived_rng(seed, "mc"))
     docs, rag_questions = documents(world)
     preference_problems = train_problems[: size.arithmetic_train // PREFERENCE_ARITHMETIC_SHARE]
+    rl_rng = derived_rng(seed, "rl")
+    rl_problems = make_problems(rl_rng, size.arithmetic_rl, first_names, "arith-rl",
+                                avoid=frozenset(p.question for p in train_problems + test_problems))
+    rl_prompts = rl_prompt_records(world, rl_problems, rl_rng)
     passages = pretrain_passages(world, derived_rng(seed, "pretrain"), size.passages_per_entity)
     counts = {
         "pretrain.jsonl": write_jsonl(out / "pretrain.jsonl", [{"text": t} for t in passages]),
         "sft_train.jsonl": write_jsonl(out / "sft_train.jsonl",
-                                       sft_records(world, train_problems, derived_rng(seed, "sft"))),
+                                       sft_records(world, train_problems, derived_rng(seed, "sft"),
+                                                   derived_rng(seed, "sft-noise"), size.sft_noise)),
         "qa_test.jsonl": write_jsonl(out / "qa_test.jsonl",
                                      qa_test_records(world, test_problems, derived_rng(seed, "qa"))),
         "mc/world_dev.jsonl": write_jsonl(out / "mc/world_dev.jsonl", mc_dev),
         "mc/world_test.jsonl": write_jsonl(out / "mc/world_test.jsonl", mc_test),
         "preference.jsonl": write_jsonl(out / "preference.jsonl", preference_records(
             world, preference_problems, derived_rng(seed, "preference"))),
+        "rl_prompts.jsonl": write_jsonl(out / "rl_prompts.jsonl", rl_prompts),
+        "rl_arithmetic.jsonl": write_jsonl(out / "rl_arithmetic.jsonl",
+                                           [r for r in rl_prompts if r["kind"] == "arithmetic"]),
         "docs/documents.jsonl": write_jsonl(out / "docs/documents.jsonl", docs),
         "docs/rag_qa.jsonl": write_jsonl(out / "docs/rag_qa.jsonl", rag_questions),
     }

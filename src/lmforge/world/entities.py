@@ -20,6 +20,8 @@ class WorldSize:
     passages_per_entity: int = 24  # pretraining passages per entity (mix of English and Chinese)
     arithmetic_train: int = 200
     arithmetic_test: int = 60
+    sft_noise: float = 0.3  # share of SFT fact answers that ramble or repeat themselves
+    arithmetic_rl: int = 1000  # further new problems, only in the RL prompts
 
     def __post_init__(self):
         if min(self.people, self.cities, self.rivers, self.companies, self.passages_per_entity) < 1:
@@ -30,7 +32,7 @@ class WorldSize:
 
 SIZES = {
     "tiny": WorldSize(people=6, cities=4, rivers=2, companies=3, passages_per_entity=3,
-                      arithmetic_train=40, arithmetic_test=10),
+                      arithmetic_train=40, arithmetic_test=10, arithmetic_rl=40),
     "demo": WorldSize(),
 }
 

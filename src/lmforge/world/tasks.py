@@ -11,17 +11,28 @@ from .phrasing import ANSWER_SENTENCE, FILLERS, LANGS, QUESTION_FRAMES, ask, tem
 LETTERS = "ABCD"
 MC_DEV_ROWS = 5
 REJECTION_RULES = ("rambling", "repetitive", "wrong")
+NOISE_RULES = ("rambling", "repetitive")
 
 
-def sft_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
+def sft_records(world: World, problems: list[Problem], rng: random.Random, noise_rng: random.Random,
+                noise: float) -> list[dict]:
     """Every covered fact in every "train" phrasing but its held-out one, each in a random framing, plus
-    worked arithmetic."""
-    records = [_chat(rng.choice(QUESTION_FRAMES[lang]).format(q=template.format(s=fact.entity)), fact.value)
+    worked arithmetic. Like real instruction data, a share `noise` of the fact answers ramble or repeat
+    themselves (the habits preference data then trains away)."""
+    records = [_chat(rng.choice(QUESTION_FRAMES[lang]).format(q=template.format(s=fact.entity)),
+                     _noisy(noise_rng, noise, fact.value, lang))
                for index, fact in enumerate(world.facts) if fact.in_sft for lang in LANGS
-               for template in templates(fact.relation, "train", lang) if template != _held_out(fact, index, lang)]
+               for template in _sft_templates(fact, index, lang)]
     records += [_chat(p.question, p.working) for p in problems]
     rng.shuffle(records)
     return records
+
+
+def _noisy(rng: random.Random, noise: float, value: str, lang: str) -> str:
+    if rng.random() >= noise:
+        return value
+    sentence = ANSWER_SENTENCE[lang].format(v=value)
+    return _breaking(rng, rng.choice(NOISE_RULES), sentence, sentence, lang)
 
 
 def qa_test_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
@@ -34,6 +45,26 @@ def qa_test_records(world: World, problems: list[Problem], rng: random.Random) -
     records += [{"id": p.id, "question": p.question, "answer": str(p.answer), "lang": p.lang,
                  "kind": "arithmetic", "seen_in_sft": False, "phrasing": "new", "group": "arithmetic"} for p in problems]
     return records
+
+
+def rl_prompt_records(world: World, problems: list[Problem], rng: random.Random) -> list[dict]:
+    """Prompts with short gold answers for RL: new arithmetic, and every covered fact per language asked in a
+    phrasing SFT used (never the held-out one: qa_test.jsonl asks that)."""
+    records = [_rl_record(p.question, str(p.answer), "arithmetic", p.lang, p.id) for p in problems]
+    records += [_rl_record(rng.choice(_sft_templates(fact, index, lang)).format(s=fact.entity), fact.value, "fact",
+                           lang, f"{fact.id}-{lang}-rl")
+                for index, fact in enumerate(world.facts) if fact.in_sft for lang in LANGS]
+    rng.shuffle(records)
+    return records
+
+
+def _rl_record(prompt: str, answer: str, kind: str, lang: str, record_id: str) -> dict:
+    return {"prompt": prompt, "answer": answer, "kind": kind, "lang": lang, "id": record_id}
+
+
+def _sft_templates(fact: Fact, index: int, lang: str) -> list[str]:
+    """The "train" templates SFT asks this fact in: all but the held-out one."""
+    return [t for t in templates(fact.relation, "train", lang) if t != _held_out(fact, index, lang)]
 
 
 def _held_out(fact: Fact, index: int, lang: str) -> str:
@@ -100,15 +131,17 @@ def _preference(rng: random.Random, prompt: str, chosen: str, padded: str, repea
                 lang: str) -> dict:
     """`padded` is the correct answer as a sentence to bury in filler; `repeated` the phrase to loop."""
     rule = rng.choice(REJECTION_RULES)
+    rejected = wrong if rule == "wrong" else _breaking(rng, rule, padded, repeated, lang)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "rule": rule}
+
+
+def _breaking(rng: random.Random, rule: str, padded: str, repeated: str, lang: str) -> str:
+    """An answer that breaks `rule`: `padded` buried in filler (rambling) or `repeated` looped (repetitive)."""
     joiner = " " if lang == "en" else ""
     if rule == "rambling":
         filler = rng.sample(FILLERS[lang], 4)
-        rejected = joiner.join(filler[:2] + [padded] + filler[2:])
-    elif rule == "repetitive":
-        rejected = joiner.join([repeated] * rng.randint(4, 7))
-    else:
-        rejected = wrong
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "rule": rule}
+        return joiner.join(filler[:2] + [padded] + filler[2:])
+    return joiner.join([repeated] * rng.randint(4, 7))
 
 
 def _chat(question: str, answer: str) -> dict:

@@ -33,6 +33,9 @@ FILE_NOTES = {
     "mc/world_dev.jsonl": "multiple-choice few-shot rows: question, four choices, answer letter",
     "mc/world_test.jsonl": "multiple-choice test rows, one per remaining fact (\"mc\" templates)",
     "preference.jsonl": 'preference pairs {"prompt","chosen","rejected","rule"}',
+    "rl_prompts.jsonl": 'RL prompts {"prompt","answer","kind","lang","id"}: new arithmetic, covered facts ("train" '
+                        "templates SFT used)",
+    "rl_arithmetic.jsonl": "the arithmetic RL prompts alone (GRPO with an exact-match reward)",
     "docs/documents.jsonl": "documents holding extra facts (mayors, mottos) found nowhere else",
     "docs/rag_qa.jsonl": "questions answerable only from docs/documents.jsonl",
     "world.json": "ground truth: entities, facts (with seen_in_sft), template sets, arithmetic answers",

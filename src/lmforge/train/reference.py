@@ -1,0 +1,58 @@
+"""The reference model of the dpo and grpo stages, from one of three places: a frozen copy of the start model (or
+of `dpo.reference_path`), the policy itself with its LoRA adapters switched off (no second model in memory), or
+log-probs computed once before training (dpo only; then no reference model is kept at all)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+
+from lmforge.train.config import TrainRecipe
+
+log = logging.getLogger("lmforge.train")
+
+
+class Reference:
+    """Runs the reference forward pass the way the recipe asks, always without gradients."""
+
+    def __init__(self, source: str, model=None):
+        self.source = source
+        self.model = model
+
+    def forward(self, policy, autocast, **inputs) -> torch.Tensor:
+        """Reference logits for `inputs` (the policy's own forward when its adapters are switched off)."""
+        with torch.no_grad(), autocast():
+            if self.source == "adapter":
+                with policy.disable_adapter():
+                    return policy(**inputs).logits
+            return self.model(**inputs).logits
+
+
+def build_reference(recipe: TrainRecipe, model) -> Reference | None:
+    """The reference of this recipe, taken from the start model before any training step; None when its loss
+    needs none or when the log-probs are precomputed."""
+    source = recipe.reference_source
+    if source in (None, "precomputed"):
+        return None
+    if source == "adapter":
+        log.info("reference: the policy with its adapters switched off (no second model in memory)")
+        return Reference("adapter")
+    return Reference("copy", _frozen(_reference_model(recipe, model)))
+
+
+def _reference_model(recipe: TrainRecipe, model):
+    if recipe.stage == "dpo" and recipe.dpo.reference_path:
+        from lmforge.models import load_model
+
+        log.info("reference: %s", recipe.dpo.reference_path)
+        cfg = recipe.model.model_copy(update={"path": recipe.dpo.reference_path, "tokenizer": None})
+        return load_model(cfg, for_training=True)[0]
+    log.info("reference: a frozen copy of the start model")
+    return copy.deepcopy(model)
+
+
+def _frozen(model):
+    model.requires_grad_(False)
+    return model.eval()
