@@ -69,3 +69,20 @@ def test_training_keeps_fp32_weights_and_autocasts_to_the_requested_dtype(tokeni
     assert mixed_precision(cfg, torch.device("cpu")) == {"bf16": True, "fp16": False}
     inference, _ = load_model(cfg)
     assert next(inference.parameters()).dtype == torch.bfloat16
+
+
+def test_reward_model_scores_an_answer_alike_with_and_without_padding(tokenizer):
+    import torch
+
+    from lmforge.models import build_from_preset, to_reward_model
+
+    torch.manual_seed(0)
+    reward_model = to_reward_model(build_from_preset("nano", tokenizer), tokenizer.pad_token_id).eval()
+    short, long = [5, 6, 7], [5, 6, 7, 8, 9, 10]
+    pad = tokenizer.pad_token_id
+    with torch.no_grad():
+        alone = reward_model(input_ids=torch.tensor([short])).logits[0, 0]
+        batch = reward_model(input_ids=torch.tensor([short + [pad] * 3, long]),
+                             attention_mask=torch.tensor([[1] * 3 + [0] * 3, [1] * 6])).logits[:, 0]
+    assert reward_model.config.pad_token_id == pad
+    assert batch[0].item() == pytest.approx(alone.item(), abs=1e-5)

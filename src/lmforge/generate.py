@@ -53,7 +53,7 @@ def generate_batch(
     completions: list[Completion | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        batch = _left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id, model.device)
+        batch = left_pad([prompts[i] for i in chunk], tokenizer.pad_token_id, model.device)
         for index, completion in zip(chunk, _generate(model, tokenizer, batch, max_new_tokens, temperature, top_p, stop)):
             completions[index] = completion
         if on_batch:
@@ -88,7 +88,7 @@ def _as_list(value) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _left_pad(prompts: Sequence[list[int]], pad_id: int, device) -> dict:
+def left_pad(prompts: Sequence[list[int]], pad_id: int, device) -> dict:
     import torch
 
     width = max(len(p) for p in prompts)

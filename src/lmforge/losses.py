@@ -19,7 +19,6 @@ from lmforge.templates import IGNORE_INDEX
 
 PAIRED_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
 REFERENCE_FREE_LOSSES = ("simpo", "orpo")
-PREFERENCE_LOSSES = (*PAIRED_LOSSES, "kto")
 
 
 @dataclass

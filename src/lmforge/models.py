@@ -202,13 +202,14 @@ def load_for_inference(
     return model.eval(), tokenizer
 
 
-def to_reward_model(causal_lm):
+def to_reward_model(causal_lm, pad_token_id: int):
     """A sequence-classification model with one output on the causal LM's body (its LM head is dropped): the
-    architecture transformers loads with AutoModelForSequenceClassification."""
+    architecture transformers loads with AutoModelForSequenceClassification. It reads its score at the last token
+    before padding, so its config must name the tokenizer's pad token."""
     from transformers import AutoModelForSequenceClassification
 
     config = causal_lm.config.__class__.from_dict(causal_lm.config.to_dict())
-    config.num_labels, config.architectures = 1, None
+    config.num_labels, config.architectures, config.pad_token_id = 1, None, pad_token_id
     reward_model = AutoModelForSequenceClassification.from_config(config, dtype=causal_lm.dtype)
     body = getattr(reward_model, reward_model.base_model_prefix)
     body.load_state_dict(getattr(causal_lm, causal_lm.base_model_prefix).state_dict())
@@ -225,7 +226,8 @@ def load_reward_model(path: str | Path, device: str = "auto"):
     tokenizer = load_tokenizer(path)
     if is_adapter(path):
         base, _ = load_model(ModelConfig(path=str(recorded_base(path)), device=device))
-        model = PeftModel.from_pretrained(to_reward_model(base), str(require_adapter(path))).merge_and_unload()
+        reward_model = to_reward_model(base, tokenizer.pad_token_id)
+        model = PeftModel.from_pretrained(reward_model, str(require_adapter(path))).merge_and_unload()
     else:
         model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True,
                                                                    use_safetensors=True)

@@ -53,7 +53,7 @@ def test_kto_splits_pairs_and_takes_unpaired_answers(tmp_path, tokenizer):
     assert isinstance(single.rows[0], LabeledRow) and not single.rows[0].desirable
     with pytest.raises(DataError, match="need dpo.loss: kto"):
         prepared(tmp_path, tokenizer, "dpo", [{"prompt": "q", "completion": "bad", "label": False}])
-    with pytest.raises(DataError, match="needs 'label'"):
+    with pytest.raises(DataError, match=r"data.jsonl: record 1: an unpaired record for KTO needs 'label'"):
         prepared(tmp_path, tokenizer, "dpo", [{"prompt": "q", "completion": "bad"}], unpaired=True)
 
 
@@ -73,3 +73,17 @@ def test_a_bad_preference_record_names_its_file_and_line(tmp_path, tokenizer):
     with pytest.raises(DataError, match="holds messages records, but stage rm trains on preference records"):
         prepared(tmp_path, tokenizer, "rm", [{"messages": [{"role": "user", "content": "q"},
                                                            {"role": "assistant", "content": "a"}]}])
+
+
+def test_left_truncation_cuts_one_prompt_for_both_answers(tmp_path, tokenizer):
+    record = {"prompt": "Where was Alda Vorn born? " * 6, "chosen": "Kelmar", "rejected": "Kelmar " * 6}
+    full = prepared(tmp_path, tokenizer, "dpo", [record], max_length=512).rows[0]
+    rows = prepared(tmp_path, tokenizer, "dpo", [record], max_length=len(full.rejected) - 5, truncation="left").rows
+    chosen, rejected = rows[0].chosen, rows[0].rejected
+    assert len(rejected) == len(full.rejected) - 5 and len(chosen) == len(full.chosen) - 5
+    prompt_left = len(chosen) - sum(label != IGNORE_INDEX for label in chosen.labels)
+    assert chosen.input_ids[:prompt_left] == rejected.input_ids[:prompt_left]  # the same prompt, cut once
+    assert trained_text(tokenizer, chosen) == "Kelmar<|im_end|>"
+    too_short = prepared(tmp_path, tokenizer, "dpo", [record, {"prompt": "q", "chosen": "a", "rejected": "b"}],
+                         max_length=len(full.rejected) - len(full.chosen) + 2, truncation="left")
+    assert too_short.stats["dropped_examples"] == 1  # a cut into the answers drops the pair

@@ -33,9 +33,11 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         tokenizer.chat_template = resolve_template(tokenizer, recipe.data.template)
         stop_ids = _stop_ids(tokenizer, end_of_turn_ids(tokenizer, tokenizer.chat_template))
         if recipe.stage == "rm":
-            model = _reward_model(model, recipe.train.seed)
+            model = _reward_model(model, recipe.train.seed, tokenizer.pad_token_id)
         else:
             set_stop_tokens(model, tokenizer, stop_ids)
+        if recipe.stage in ("dpo", "grpo"):
+            _disable_dropout(model)
         if recipe.stage in ("sft", "dpo", "grpo"):
             preflight(tokenizer, tokenizer.chat_template, stop_ids)
         train_set = _prepare(recipe.data.train, recipe, tokenizer, recipe.data.fraction)
@@ -47,6 +49,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
             retention.measure_before(model, tokenizer)
         reference = build_reference(recipe, model)
         rows = _with_precomputed_reference(recipe, model, tokenizer, train_set.rows)
+        eval_rows = _with_precomputed_reference(recipe, model, tokenizer, eval_rows) if eval_rows else None
         model = apply_finetuning(model, recipe, tokenizer)
         log.info("finetuning %s: %s", recipe.finetuning, trainable_summary(model))
         run.log_metrics({"parameters": parameter_counts(model)})
@@ -80,13 +83,28 @@ def stage_parts(recipe: TrainRecipe, tokenizer, reference, stop_ids: list[int]):
     return None
 
 
-def _reward_model(model, seed: int):
+def _reward_model(model, seed: int, pad_token_id: int):
     import torch
 
     from lmforge.models import to_reward_model
 
     torch.manual_seed(seed)  # the new score head
-    return to_reward_model(model)
+    return to_reward_model(model, pad_token_id)
+
+
+def _disable_dropout(model) -> None:
+    """Policy and reference log-probs must come from the same function: dropout would make their ratio noise
+    (and non-zero before any step), so the dpo and grpo stages train without it, as TRL does by default."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    if hasattr(model.config, "attention_dropout"):
+        model.config.attention_dropout = 0.0
+        for module in model.modules():
+            if isinstance(getattr(module, "attention_dropout", None), float):
+                module.attention_dropout = 0.0
 
 
 def _with_precomputed_reference(recipe: TrainRecipe, model, tokenizer, rows: list) -> list:
@@ -94,8 +112,14 @@ def _with_precomputed_reference(recipe: TrainRecipe, model, tokenizer, rows: lis
         return rows
     from lmforge.train.preference import precompute_reference
 
-    log.info("reference: log-probs of the start model, computed once for %d training rows", len(rows))
-    return precompute_reference(model, rows, tokenizer.pad_token_id, recipe.train.batch_size)
+    import torch
+
+    from lmforge.models import mixed_precision
+
+    bf16 = mixed_precision(recipe.model, model.device)["bf16"]
+    log.info("reference: log-probs of the start model, computed once for %d rows", len(rows))
+    return precompute_reference(model, rows, tokenizer.pad_token_id, recipe.train.batch_size,
+                                lambda: torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16))
 
 
 def _refuse_own_base(recipe: TrainRecipe, final: Path) -> None:

@@ -239,6 +239,12 @@ class TrainRecipe(Section):
             if self.stage == stage and reference == "adapter" and self.finetuning not in ADAPTER_METHODS:
                 raise ValueError(f"{stage}.reference: adapter needs LoRA adapters to switch off "
                                  f"(finetuning: lora, dora or qlora), not finetuning: {self.finetuning}")
+        if self.dpo.reference_path and self.dpo.reference not in ("auto", "copy"):
+            raise ValueError(f"dpo.reference_path is a model to copy as the reference: it needs dpo.reference "
+                             f"auto or copy, not {self.dpo.reference}")
+        if self.stage == "rm" and (self.finetuning == "qlora" or self.eval.retention_tasks):
+            raise ValueError("stage rm trains a scoring head: qlora and eval.retention_tasks (language-model "
+                             "evaluation) do not apply to it")
         if self.stage in ("rm", "dpo", "grpo") and self.model.path is None:
             raise ValueError(f"stage {self.stage} starts from a trained model: set model.path")
         if self.stage in ("rm", "dpo", "grpo") and self.data.packing:
@@ -261,5 +267,6 @@ class TrainRecipe(Section):
         else:
             return None
         if chosen == "auto":
-            return "adapter" if self.finetuning in ADAPTER_METHODS and not self.dpo.reference_path else "copy"
+            own_reference = self.stage == "dpo" and self.dpo.reference_path
+            return "adapter" if self.finetuning in ADAPTER_METHODS and not own_reference else "copy"
         return chosen

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lmforge.data import DataError, detect_schema, expand_paths, load_records
 from lmforge.sequences import Row, chunk, has_targets, pack, truncate, unpacked
-from lmforge.templates import Encoded, encode_chat, encode_completion, encode_prompt
+from lmforge.templates import IGNORE_INDEX, Encoded, encode_chat, encode_completion, encode_prompt
 
 log = logging.getLogger("lmforge.train")
 
@@ -85,9 +85,17 @@ def _load(files: list[Path], stage: str, data_cfg, unpaired: bool) -> tuple[list
         schema = data_cfg.format if data_cfg.format != "auto" else detect_schema(path, _default_format(stage))
         _check_schema_fits(path, schema, stage, unpaired)
         loaded = load_records([path], schema, data_cfg.on_error)
+        if schema == "unpaired":
+            _check_labels(path, loaded.records)
         skipped += loaded.skipped
         records += loaded.records
     return records, skipped
+
+
+def _check_labels(path: Path, records: list[dict]) -> None:
+    for index, record in enumerate(records):
+        if record["label"] is None:
+            raise DataError(f"{path}: record {index + 1}", "an unpaired record for KTO needs 'label': true or false")
 
 
 STAGE_SCHEMAS = {"pretrain": ("text", "messages", "alpaca"), "sft": ("messages", "alpaca", "text"),
@@ -108,10 +116,11 @@ def _answer_rows(records: list[dict], tokenizer, template: str, data_cfg, unpair
     rows, dropped = [], 0
     for record in records:
         prompt = _with_system(record["prompt"], data_cfg.system)
-        answers = ([(record["completion"], _label(record, len(rows) + dropped))] if "completion" in record
+        answers = ([(record["completion"], record["label"])] if "completion" in record
                    else [(record["chosen"], True), (record["rejected"], False)])
-        encoded = [_fit_answer(encode_completion(tokenizer, prompt, answer, template), data_cfg) for answer, _ in answers]
-        if any(row is None for row in encoded):
+        encoded = _fit_answers([encode_completion(tokenizer, prompt, answer, template) for answer, _ in answers],
+                               data_cfg)
+        if encoded is None:
             dropped += 1
         elif unpaired:
             rows += [LabeledRow(row, label) for row, (_, label) in zip(encoded, answers)]
@@ -120,15 +129,17 @@ def _answer_rows(records: list[dict], tokenizer, template: str, data_cfg, unpair
     return rows, dropped
 
 
-def _label(record: dict, index: int) -> bool:
-    if record["label"] is None:
-        raise DataError(f"record {index + 1}", "an unpaired record for KTO needs 'label': true or false")
-    return record["label"]
-
-
-def _fit_answer(example: Encoded, data_cfg) -> Row | None:
-    fitted = truncate(example, data_cfg.max_length, data_cfg.truncation)
-    return unpacked(fitted) if fitted is not None and has_targets(fitted) else None
+def _fit_answers(examples: list[Encoded], data_cfg) -> list[Row] | None:
+    """The answers to one prompt within max_length, or None to drop them. `left` cuts the same number of prompt
+    tokens from each, so both answers still follow one prompt; `right` cuts each answer's end."""
+    if data_cfg.truncation == "left":
+        cut = max(len(example.input_ids) for example in examples) - data_cfg.max_length
+        examples = [Encoded(e.input_ids[cut:], e.labels[cut:]) if cut > 0 else e for e in examples]
+    fitted = [truncate(example, data_cfg.max_length, data_cfg.truncation) for example in examples]
+    if any(example is None or not has_targets(example) or example.labels[0] != IGNORE_INDEX
+           for example in fitted):
+        return None  # dropped, cut into its answer (left), or with no answer left to score (right)
+    return [unpacked(example) for example in fitted]
 
 
 def _prompt_rows(records: list[dict], tokenizer, template: str, data_cfg) -> tuple[list[PromptRow], int]:

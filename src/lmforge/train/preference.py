@@ -139,12 +139,12 @@ def sft_weight(recipe: TrainRecipe) -> float:
     return 1.0 if recipe.dpo.loss == "orpo" else 0.0
 
 
-def precompute_reference(model, rows: list, pad_id: int, batch_size: int) -> list:
-    """`dpo.reference: precomputed`: the start model's log-probs of every answer, in one pass before training, so
-    training keeps no reference model."""
+def precompute_reference(model, rows: list, pad_id: int, batch_size: int, autocast) -> list:
+    """`dpo.reference: precomputed`: the start model's log-probs of every answer, in one pass before training (in
+    the precision training computes in, `autocast`), so training keeps no reference model."""
     collate, out = PairCollator(pad_id), []
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             batch = {key: value.to(model.device) for key, value in collate(chunk).items()}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lmforge.generate import left_pad
 from lmforge.losses import group_advantages, grpo_loss, token_logps
 from lmforge.train.config import TrainRecipe
 from lmforge.train.data import PromptRow
@@ -49,28 +50,32 @@ class GrpoTrainer(MetricTrainer):
         if self.reference is not None:
             unwrapped = self.accelerator.unwrap_model(model)
             logits = self.reference.forward(unwrapped, self.accelerator.autocast, **_model_inputs(rollout))
-            ref_logps = _completion_part(logits, rollout)
+            ref_logps = _completion_part(logits / self.settings.temperature, rollout)
         loss, kl = grpo_loss(logps, ref_logps, advantages, rollout.completion_mask, self.settings.beta)
         self.record(kl=kl, completion_length=rollout.completion_mask.sum(-1).float())
         return (loss, logps) if return_outputs else loss
 
     def _completion_logps(self, model, rollout: Rollout) -> torch.Tensor:
-        return _completion_part(model(**_model_inputs(rollout)).logits, rollout)
+        """Log-probs under the distribution the completions were sampled from (logits over the temperature)."""
+        return _completion_part(model(**_model_inputs(rollout)).logits / self.settings.temperature, rollout)
 
     @torch.no_grad()
     def _rollout(self, model, inputs: dict) -> Rollout:
         """Sample the groups with the model in eval mode (no dropout), then score them."""
         unwrapped = self.accelerator.unwrap_model(model)
         group = self.settings.group_size
-        prompts, prompt_mask = _left_pad([ids for ids in inputs["prompt_ids"] for _ in range(group)],
-                                         self.processing_class.pad_token_id, unwrapped.device)
+        padded = left_pad([ids for ids in inputs["prompt_ids"] for _ in range(group)],
+                          self.processing_class.pad_token_id, unwrapped.device)
+        prompts, prompt_mask = padded["input_ids"], padded["attention_mask"]
         was_training = unwrapped.training
         unwrapped.eval()
         sequences = unwrapped.generate(input_ids=prompts, attention_mask=prompt_mask, **self._sampling())
         unwrapped.train(was_training)
         completions = sequences[:, prompts.shape[1]:]
         completion_mask = _until_stop(completions, self.stop_ids)
-        texts = self.processing_class.batch_decode(completions * completion_mask, skip_special_tokens=True)
+        pad_id = self.processing_class.pad_token_id
+        texts = self.processing_class.batch_decode(completions.masked_fill(completion_mask == 0, pad_id),
+                                                   skip_special_tokens=True)
         rewards = self._score(inputs, texts, group)
         return Rollout(sequences, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask,
                        prompts.shape[1], rewards)
@@ -90,13 +95,6 @@ class GrpoTrainer(MetricTrainer):
         self.record(reward=rewards, reward_std=rewards.view(-1, group).std(-1),
                     **{name: torch.tensor(value) for name, value in parts.items()})
         return rewards
-
-
-def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(ids) for ids in prompts)
-    ids = [[pad_id] * (width - len(row)) + row for row in prompts]
-    mask = [[0] * (width - len(row)) + [1] * len(row) for row in prompts]
-    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
 
 def _until_stop(completions: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
