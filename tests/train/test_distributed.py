@@ -171,3 +171,25 @@ def test_fsdp_config_is_read_by_the_trainer_and_plain_ddp_needs_no_arguments(tmp
 def test_deepspeed_and_fsdp_together_are_a_config_error(recipe_file):
     with pytest.raises(ConfigError, match="at most one of distributed.deepspeed or distributed.fsdp"):
         load(TrainRecipe, recipe_file, ["distributed.deepspeed=zero2", "distributed.fsdp=fsdp"])
+
+
+@pytest.mark.slow
+def test_dpo_figures_are_averaged_over_every_process(tmp_path, nano_model_dir):
+    """Accuracy and reward margins come from each process's share of the pairs; the log must hold their mean over
+    all of them, as one process with the whole batch would log it."""
+    from conftest import write_jsonl
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": f"Item {i}?", "chosen": f"Code {i}.", "rejected": " ".join([f"Code {i}."] * (2 + i % 3))}
+        for i in range(32)])
+    path = tmp_path / "dpo.yaml"
+    path.write_text(f"stage: dpo\nname: run\noutput_dir: {tmp_path / 'runs'}\n"
+                    f"model: {{path: {nano_model_dir}, dtype: float32}}\n"
+                    f"data: {{train: {pairs}, max_length: 64}}\n"
+                    "train: {max_steps: 4, lr: 1.0e-3, warmup_ratio: 0.0, logging_steps: 1, save_steps: 100}\n")
+    single = train(load(TrainRecipe, path, ["name=single", "train.batch_size=8"]))
+    launch(path, "name=ddp", "train.batch_size=4")
+    for key in ("loss", "accuracy", "margin", "rewards_rejected"):
+        expected = [r[key] for r in read_metrics(single) if key in r and "step" in r]
+        got = [r[key] for r in read_metrics(single.with_name("ddp")) if key in r and "step" in r]
+        assert len(got) == len(expected) >= 4 and got == pytest.approx(expected, abs=TOLERANCE), key

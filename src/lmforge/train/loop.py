@@ -60,9 +60,19 @@ class MetricTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode, prefix = ("eval", "eval_") if any(key.startswith("eval_") for key in logs) else ("train", "")
         sums = self._sums[mode]
-        logs.update({prefix + name: total / count for name, (total, count) in sums.items() if count})
+        logs.update({prefix + name: total / count for name, (total, count) in self._over_processes(sums).items()
+                     if count})
         sums.clear()
         super().log(logs, start_time)
+
+    def _over_processes(self, sums: dict[str, list[float]]) -> dict[str, list[float]]:
+        """The sums and counts of every process: each saw its own share of the batches. Every process logs at the
+        same steps and records the same names, so they all join this all-reduce."""
+        if self.accelerator.num_processes == 1 or not sums:
+            return sums
+        names = sorted(sums)
+        local = torch.tensor([sums[name] for name in names], dtype=torch.float64, device=self.accelerator.device)
+        return dict(zip(names, self.accelerator.reduce(local, reduction="sum").tolist()))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         with torch.no_grad():
