@@ -11,23 +11,11 @@ import dataclasses
 import torch
 
 from lmforge.losses import Completions, PreferenceOptions, kto_loss, paired_loss, pairwise_reward_loss, sequence_logps
-from lmforge.sequences import Row
-from lmforge.templates import IGNORE_INDEX
+from lmforge.sequences import Collator
 from lmforge.train.config import TrainRecipe
 from lmforge.train.data import LabeledRow, PairRow
 from lmforge.train.loop import MetricTrainer, StageParts
 from lmforge.train.reference import Reference
-
-
-def pad_rows(rows: list[Row], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels of whole (unpacked) rows."""
-    width = max(len(row) for row in rows)
-    batch = {
-        "input_ids": [row.input_ids + [pad_id] * (width - len(row)) for row in rows],
-        "attention_mask": [[1] * len(row) + [0] * (width - len(row)) for row in rows],
-        "labels": [row.labels + [IGNORE_INDEX] * (width - len(row)) for row in rows],
-    }
-    return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
 
 
 class PairCollator:
@@ -35,14 +23,14 @@ class PairCollator:
     Precomputed reference log-probs (`reference_logps`) travel along in the same order."""
 
     def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+        self.pad_rows = Collator(pad_id, packed=False)
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         if isinstance(items[0], LabeledRow):
-            batch = pad_rows([item.row for item in items], self.pad_id)
+            batch = self.pad_rows([item.row for item in items])
             batch["desirable"] = torch.tensor([item.desirable for item in items])
         else:
-            batch = pad_rows([item.chosen for item in items] + [item.rejected for item in items], self.pad_id)
+            batch = self.pad_rows([item.chosen for item in items] + [item.rejected for item in items])
         references = [getattr(item, "reference", None) for item in items]
         if references[0] is not None:
             batch["reference_logps"] = torch.tensor(_pair_order(references), dtype=torch.float32)
