@@ -38,19 +38,19 @@ class RewardScorer:
     def score(self, prompts: list[list[dict]], completions: list[str | list[dict]]) -> list[float]:
         import torch
 
+        from lmforge.sequences import Collator, truncate, unpacked
         from lmforge.templates import encode_completion
 
-        rows = [encode_completion(self.tokenizer, prompt, _as_messages(answer), self.tokenizer.chat_template)
-                .input_ids[-self.max_length :] for prompt, answer in zip(prompts, completions)]
-        scores = []
+        rows = [unpacked(truncate(encode_completion(self.tokenizer, prompt, _as_messages(answer),
+                                                    self.tokenizer.chat_template), self.max_length, "left"))
+                for prompt, answer in zip(prompts, completions)]
+        pad, scores = Collator(self.tokenizer.pad_token_id, packed=False), []
         for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            width = max(len(row) for row in batch)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([row + [pad] * (width - len(row)) for row in batch], device=self.model.device)
-            mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in batch], device=self.model.device)
+            batch = pad(rows[start : start + self.batch_size])
             with torch.no_grad():
-                scores += self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
+                scores += self.model(input_ids=batch["input_ids"].to(self.model.device),
+                                     attention_mask=batch["attention_mask"].to(self.model.device)
+                                     ).logits[:, 0].float().tolist()
         return scores
 
 

@@ -101,8 +101,7 @@ class DpoTrainer(MetricTrainer):
             return Completions(inputs["reference_logps"], policy.tokens)
         if self.reference is None:
             return None
-        unwrapped = self.accelerator.unwrap_model(model)
-        logits = self.reference.forward(unwrapped, self.accelerator.autocast, **model_inputs)
+        logits = self.reference.logits(self.accelerator, model, **model_inputs)
         return sequence_logps(logits, inputs["labels"])
 
 

@@ -21,12 +21,14 @@ class Reference:
         self.source = source
         self.model = model
 
-    def forward(self, policy, autocast, **inputs) -> torch.Tensor:
-        """Reference logits for `inputs` (the policy's own forward when its adapters are switched off)."""
-        with torch.no_grad(), autocast():
+    def logits(self, accelerator, policy, **inputs) -> torch.Tensor:
+        """Reference logits for `inputs`, in the training precision (the policy's own forward, unwrapped from its
+        launcher, when its adapters are switched off)."""
+        with torch.no_grad(), accelerator.autocast():
             if self.source == "adapter":
-                with policy.disable_adapter():
-                    return policy(**inputs).logits
+                unwrapped = accelerator.unwrap_model(policy)
+                with unwrapped.disable_adapter():
+                    return unwrapped(**inputs).logits
             return self.model(**inputs).logits
 
 

@@ -48,8 +48,7 @@ class GrpoTrainer(MetricTrainer):
         logps = self._completion_logps(model, rollout)
         ref_logps = None
         if self.reference is not None:
-            unwrapped = self.accelerator.unwrap_model(model)
-            logits = self.reference.forward(unwrapped, self.accelerator.autocast, **_model_inputs(rollout))
+            logits = self.reference.logits(self.accelerator, model, **_model_inputs(rollout))
             ref_logps = _completion_part(logits / self.settings.temperature, rollout)
         loss, kl = grpo_loss(logps, ref_logps, advantages, rollout.completion_mask, self.settings.beta)
         self.record(kl=kl, completion_length=rollout.completion_mask.sum(-1).float())
