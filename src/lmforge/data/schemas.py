@@ -6,6 +6,7 @@ message validator serves "messages" and "preference" alike.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lmforge.data.readers import DataError, RawRecord
@@ -76,6 +77,7 @@ def _normalize_messages(value: Any) -> dict:
     key = _conversation_key(record)
     messages = _with_system(_chat_messages(record[key], key), _optional_str(record, "system"))
     _check_ends_with_assistant(messages)
+    _check_tools(record.get("tools"))
     extras = {name: extra for name, extra in record.items() if name not in (key, "system")}
     return {"messages": messages, **extras}
 
@@ -191,6 +193,7 @@ def _chat_message(item: Any, where: str) -> dict:
     if role not in ROLES:
         raise _Invalid(f"{where} has unknown role {role!r} (expected one of {', '.join(ROLES)})")
     _check_content(message, where)
+    _check_tool_fields(message, where)
     return message
 
 
@@ -221,6 +224,70 @@ def _check_content(message: dict, where: str) -> None:
         raise _Invalid(f"{where} content must be a string, got {_describe(content)}")
     if message["role"] == "assistant" and not calls_tools and not content.strip():
         raise _Invalid(f"{where} is an assistant message with empty content and no tool_calls")
+
+
+def _check_tool_fields(message: dict, where: str) -> None:
+    """Tool calls in the OpenAI shape, on assistant turns only; a tool result may say which call and function
+    it answers."""
+    if message.get("tool_calls") and message["role"] != "assistant":
+        raise _Invalid(
+            f"{where} is a {message['role']!r} message with tool_calls; only assistant messages call tools"
+        )
+    for number, call in enumerate(message.get("tool_calls") or []):
+        _check_tool_call(call, f"{where} tool_calls[{number}]")
+    for key in ("tool_call_id", "name"):
+        if key in message and not isinstance(message[key], str):
+            raise _Invalid(f"{where} {key!r} must be a string, got {_describe(message[key])}")
+
+
+def _check_tool_call(call: Any, where: str) -> None:
+    if not isinstance(call, dict):
+        raise _Invalid(f"{where} must be an object, got {_describe(call)}")
+    function = _function_of(call, where)
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        arguments = _parsed_arguments(arguments, where)
+    if arguments is not None and not isinstance(arguments, dict):
+        raise _Invalid(
+            f"{where} arguments must be an object (or a JSON string of one), got {_describe(arguments)}"
+        )
+
+
+def _function_of(spec: dict, where: str) -> dict:
+    """The ``function`` object of a tool call or tool spec, which must name its function."""
+    function = _require_key(spec, "function", where)
+    if not isinstance(function, dict):
+        raise _Invalid(f"{where} 'function' must be an object, got {_describe(function)}")
+    name = _require_key(function, "name", f"{where} function")
+    if not isinstance(name, str) or not name.strip():
+        raise _Invalid(f"{where} function 'name' must be a non-empty string, got {_describe(name)}")
+    return function
+
+
+def _parsed_arguments(arguments: str, where: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError as err:
+        raise _Invalid(f"{where} arguments are not valid JSON ({err})") from None
+
+
+def _check_tools(tools: Any) -> None:
+    """``tools``: OpenAI function specs, as a chat request would list them."""
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _Invalid(f"'tools' must be a list of function specs, got {_describe(tools)}")
+    for number, tool in enumerate(tools):
+        where = f"tools[{number}]"
+        if not isinstance(tool, dict):
+            raise _Invalid(f"{where} must be an object, got {_describe(tool)}")
+        if tool.get("type") != "function":
+            raise _Invalid(f"{where} 'type' must be 'function', got {tool.get('type')!r}")
+        parameters = _function_of(tool, where).get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _Invalid(
+                f"{where} function 'parameters' must be a JSON schema object, got {_describe(parameters)}"
+            )
 
 
 def _with_system(messages: list[dict], system: str) -> list[dict]:

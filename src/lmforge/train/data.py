@@ -184,7 +184,7 @@ def _default_format(stage: str) -> str:
 def _encode(record: dict, tokenizer, template: str, system: str | None) -> Encoded:
     if "text" in record:
         return encode_text(tokenizer, record["text"])
-    return encode_chat(tokenizer, _with_system(record["messages"], system), template)
+    return encode_chat(tokenizer, _with_system(record["messages"], system), template, tools=record.get("tools"))
 
 
 def _fit(examples: list[Encoded], stage: str, data_cfg) -> tuple[list[Encoded], int]:

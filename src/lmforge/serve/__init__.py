@@ -1,0 +1,1 @@
+"""An OpenAI-compatible server for lmforge models: chat completions with streaming, tool calls and LoRA adapters."""

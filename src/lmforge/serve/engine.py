@@ -1,0 +1,286 @@
+"""The serving engine: continuous batching over a transformers model.
+
+One thread owns the model. Between decode steps it admits waiting requests (each prefilled on its own, from the
+longest cached prefix of its prompt, then joined to the batch's cache) and drops finished or cancelled ones, so every
+request joins and leaves the running batch at any step, with its own sampling settings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from lmforge.serve.kv import BatchKV, Layers, PrefixCache, cache_layers, new_cache
+from lmforge.serve.registry import BASE_ADAPTER, ServedModel
+from lmforge.serve.sampling import Picked, RowState, SamplingParams, new_generator, pick_tokens
+
+log = logging.getLogger("lmforge.serve")
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+@dataclass
+class Output:
+    """New text of one choice since its last output, with the tokens that made it."""
+
+    index: int
+    text: str
+    tokens: list[Picked] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass
+class GenerationRequest:
+    model: ServedModel
+    prompt_ids: list[int]
+    params: SamplingParams
+    on_output: Callable[[Output], None]
+    on_error: Callable[[str], None]
+    n: int = 1
+    cancelled: bool = False
+    completion_tokens: int = 0
+    id: int = field(default_factory=itertools.count().__next__)
+    arrived: float = field(default_factory=time.monotonic)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class TextStream:
+    """Incremental detokenisation that never sends half a UTF-8 character or the start of a stop string."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.tokenizer, self.stops = tokenizer, [stop for stop in stops if stop]
+        self.ids: list[int] = []
+        self.text, self.sent = "", 0
+
+    def add(self, token: int) -> tuple[str, bool]:
+        """The text that is safe to send now, and whether a stop string ended the reply."""
+        self.ids.append(token)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        cut = self._stop_position()
+        if cut is not None:
+            self.text = self.text[:cut]
+            return self.flush(), True
+        safe = len(self.text.rstrip("\ufffd"))
+        safe -= max((_overlap(self.text[:safe], stop) for stop in self.stops), default=0)
+        delta, self.sent = self.text[self.sent : max(safe, self.sent)], max(safe, self.sent)
+        return delta, False
+
+    def flush(self) -> str:
+        delta, self.sent = self.text[self.sent :], len(self.text)
+        return delta
+
+    def _stop_position(self) -> int | None:
+        start = max(0, self.sent - max((len(stop) for stop in self.stops), default=0))
+        found = [position for stop in self.stops if (position := self.text.find(stop, start)) >= 0]
+        return min(found) if found else None
+
+
+def _cache_keyword(model) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); take whichever this model's forward has."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest end of `text` that begins `stop`."""
+    return next((size for size in range(min(len(text), len(stop) - 1), 0, -1) if text.endswith(stop[:size])), 0)
+
+
+@dataclass
+class Sequence:
+    """One choice being generated: the request's prompt, then its sampled tokens."""
+
+    request: GenerationRequest
+    index: int
+    tokens: list[int]
+    state: RowState
+    stream: TextStream
+    finish_reason: str | None = None
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - len(self.request.prompt_ids)
+
+
+class Engine:
+    def __init__(self, model, max_batch_size: int = 32, max_queue: int = 256, prefix_cache_tokens: int = 32768):
+        self.model = model
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.device = next(model.parameters()).device
+        self.uses_adapters = hasattr(model, "peft_config")
+        self.cache_keyword = _cache_keyword(model.get_base_model() if self.uses_adapters else model)
+        self.prefix = PrefixCache(prefix_cache_tokens)
+        self.waiting: deque[GenerationRequest] = deque()
+        self.running: list[Sequence] = []
+        self.batch: BatchKV | None = None
+        self.wakeup = threading.Condition()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+        self.prompt_tokens = self.generation_tokens = self.steps = 0
+
+    def start(self) -> "Engine":
+        self.thread = threading.Thread(target=self._run, name="lmforge-engine", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self.wakeup:
+            self.stopping = True
+            self.wakeup.notify()
+        if self.thread:
+            self.thread.join()
+
+    def submit(self, request: GenerationRequest) -> None:
+        with self.wakeup:
+            if len(self.waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting (--max-queue {self.max_queue})")
+            self.waiting.append(request)
+            self.wakeup.notify()
+
+    @property
+    def healthy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self.wakeup:
+                    while not (self.stopping or self.waiting or self.running):
+                        self.wakeup.wait()
+                    if self.stopping:
+                        return
+                self._admit()
+                if self.running:
+                    self._guarded_step()
+
+    def _admit(self) -> None:
+        joined: list[tuple[Sequence, Layers]] = []
+        while True:
+            with self.wakeup:
+                if not self.waiting or len(self.running) + len(joined) + self.waiting[0].n > self.max_batch_size:
+                    break
+                request = self.waiting.popleft()
+            if request.cancelled:
+                continue
+            try:
+                joined += self._prefill(request)
+            except Exception as err:  # one bad request must not take the others down
+                log.exception("prefill failed")
+                request.on_error(f"generation failed: {err}")
+        if joined:
+            rows = [layers for _, layers in joined]
+            if self.batch is None:
+                self.batch = BatchKV.start(rows)
+            else:
+                self.batch.join(rows)
+            self.running += [sequence for sequence, _ in joined]
+
+    def _prefill(self, request: GenerationRequest) -> list[tuple[Sequence, Layers]]:
+        prompt = request.prompt_ids
+        reused, layers = self.prefix.lookup(request.model.adapter, prompt)
+        cache = new_cache(layers)
+        out = self.model(
+            input_ids=torch.tensor([prompt[reused:]], device=self.device),
+            position_ids=torch.arange(reused, len(prompt), device=self.device).unsqueeze(0),
+            **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=1, **self._adapters([request.model]),
+        )
+        self.prompt_tokens += len(prompt) - reused
+        sequences = [self._sequence(request, index) for index in range(request.n)]
+        picks = pick_tokens(out.logits[:, -1].expand(request.n, -1), [sequence.state for sequence in sequences])
+        row = cache_layers(cache)
+        for sequence, pick in zip(sequences, picks):
+            self._advance(sequence, pick)
+        return [(sequence, row) for sequence in sequences if sequence.finish_reason is None]
+
+    def _sequence(self, request: GenerationRequest, index: int) -> Sequence:
+        params = request.params
+        seed = None if params.seed is None else params.seed + index
+        state = RowState(params, request.prompt_ids, new_generator(seed) if not params.greedy else None)
+        if params.grammar is not None:
+            from llguidance import LLMatcher
+
+            state.matcher = LLMatcher(request.model.guidance_tokenizer(self.vocab_size), params.grammar)
+        return Sequence(request, index, list(request.prompt_ids), state,
+                        TextStream(request.model.tokenizer, params.stop))
+
+    def _guarded_step(self) -> None:
+        try:
+            self._step()
+        except Exception as err:  # fail the batch, keep serving
+            log.exception("decode step failed")
+            for request in {id(s.request): s.request for s in self.running}.values():
+                request.on_error(f"generation failed: {err}")
+            self.running, self.batch = [], None
+
+    def _step(self) -> None:
+        mask = self.batch.grow()
+        out = self.model(
+            input_ids=torch.tensor([[sequence.tokens[-1]] for sequence in self.running], device=self.device),
+            attention_mask=mask, position_ids=mask.sum(dim=1, keepdim=True) - 1,
+            **{self.cache_keyword: self.batch.cache}, use_cache=True, **self._adapters([s.request.model for s in self.running]),
+        )
+        self.steps += 1
+        picks = pick_tokens(out.logits[:, -1], [sequence.state for sequence in self.running])
+        keep = []
+        for index, (sequence, pick) in enumerate(zip(self.running, picks)):
+            if sequence.request.cancelled:
+                continue
+            self._advance(sequence, pick)
+            if sequence.finish_reason is None:
+                keep.append(index)
+            else:
+                self._remember(index, sequence)
+        if keep:
+            self.batch.keep(keep)
+            self.running = [self.running[index] for index in keep]
+        else:
+            self.running, self.batch = [], None
+
+    def _remember(self, index: int, sequence: Sequence) -> None:
+        if self.prefix.budget:
+            fed = int(self.batch.mask[index].sum())
+            self.prefix.store(sequence.request.model.adapter, sequence.tokens[:fed], self.batch.row(index))
+
+    def _adapters(self, models: list[ServedModel]) -> dict:
+        if not self.uses_adapters:
+            return {}
+        return {"adapter_names": [model.adapter or BASE_ADAPTER for model in models]}
+
+    def _advance(self, sequence: Sequence, pick: Picked) -> None:
+        """Take the picked token: stream its text, or end the choice (stop token, stop string, grammar, length)."""
+        request, token = sequence.request, pick.token
+        matcher = sequence.state.matcher
+        if matcher is not None and not matcher.consume_token(token):
+            log.warning("constrained decoding stopped: %s", matcher.get_error())
+        if token in request.model.stop_ids:
+            self._finish(sequence, "stop", [])
+            return
+        sequence.tokens.append(token)
+        sequence.state.record(token)
+        request.completion_tokens += 1
+        self.generation_tokens += 1
+        text, stopped = sequence.stream.add(token)
+        if stopped or (matcher is not None and matcher.is_stopped()):
+            self._finish(sequence, "stop", [pick], text)
+        elif sequence.generated >= request.params.max_tokens or len(sequence.tokens) >= request.model.max_len:
+            self._finish(sequence, "length", [pick], text + sequence.stream.flush())
+        else:
+            request.on_output(Output(sequence.index, text, [pick]))
+
+    def _finish(self, sequence: Sequence, reason: str, picks: list[Picked], text: str | None = None) -> None:
+        sequence.finish_reason = reason
+        text = sequence.stream.flush() if text is None else text + sequence.stream.flush()
+        sequence.request.on_output(Output(sequence.index, text, picks, reason))

@@ -1,0 +1,306 @@
+"""The endpoints: OpenAI's chat, text completions, embeddings and models, plus health, metrics and the web chat."""
+
+from __future__ import annotations
+
+import time
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from lmforge.serve.app import (STATIC, APIError, Choice, Generation, Server, completion_id, encode_embedding,
+                               error_body, sse)
+from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from lmforge.serve.tools import ContentDelta, ToolStreamParser, parse_tool_calls, tool_grammar
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def add_routes(app: FastAPI, server: Server, auth) -> None:
+    app.state.known_paths = {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                             "/v1/embeddings"}
+
+    @app.get("/", include_in_schema=False)
+    async def web_chat() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not server.engine.healthy:
+            return JSONResponse({"status": "engine stopped"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", dependencies=[auth])
+    async def models() -> dict:
+        base = next(iter(server.served))
+        data = [{"id": model_id, "object": "model", "created": served.created, "owned_by": "lmforge",
+                 "parent": base if served.adapter else None} for model_id, served in server.served.items()]
+        data += [{"id": model_id, "object": "model", "created": 0, "owned_by": "lmforge", "parent": None}
+                 for model_id in server.embedders if model_id not in server.served]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions", dependencies=[auth])
+    async def chat(body: ChatCompletionRequest, http: Request):
+        return await chat_completion(server, body, http)
+
+    @app.post("/v1/completions", dependencies=[auth])
+    async def completions(body: CompletionRequest, http: Request):
+        return await text_completion(server, body, http)
+
+    @app.post("/v1/embeddings", dependencies=[auth])
+    async def embeddings(body: EmbeddingRequest) -> dict:
+        return await embed(server, body)
+
+
+def _chat_grammar(body: ChatCompletionRequest, tools: list[dict] | None) -> str | None:
+    from llguidance import LLMatcher
+
+    try:
+        forced = tool_grammar(tools, body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump")
+                              else body.tool_choice) if tools else None
+    except ValueError as err:
+        raise APIError(400, str(err), param="tool_choice") from err
+    kind = body.response_format.type if body.response_format else "text"
+    if kind == "text":
+        return forced
+    if forced:
+        raise APIError(400, "response_format cannot be combined with a forced tool_choice", param="response_format")
+    schema = {"type": "object"}
+    if kind == "json_schema":
+        if body.response_format.json_schema is None:
+            raise APIError(400, "response_format json_schema needs a json_schema.schema", param="response_format")
+        schema = body.response_format.json_schema.schema_ or {"type": "object"}
+    return LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+
+
+async def chat_completion(server: Server, body: ChatCompletionRequest, http: Request):
+    served = server.model_for(body.model)
+    tools = [tool.model_dump() for tool in body.tools] if body.tools and body.tool_choice != "none" else None
+    messages = [message.for_template() for message in body.messages]
+    try:
+        prompt = served.chat_prompt(messages, tools)
+    except Exception as err:  # the template (user-supplied Jinja) rejects these messages
+        raise APIError(400, f"the chat template cannot render these messages: {err}", param="messages") from err
+    params = server.params(body, served, len(prompt), body.max_completion_tokens or body.max_tokens,
+                           logprobs=body.logprobs or bool(body.top_logprobs), top_logprobs=body.top_logprobs or 0,
+                           grammar=_chat_grammar(body, tools))
+    generation = Generation(server.engine, served, prompt, params, body.n)
+    meta = {"id": completion_id("chatcmpl"), "created": int(time.time()), "model": served.id}
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream(server, chat_chunks(generation, meta, tools is not None, usage, served.tokenizer))
+    choices = await generation.collect(http)
+    server.metrics.first_token.observe((generation.first_token_at or time.monotonic()) - generation.started)
+    return {**meta, "object": "chat.completion", "system_fingerprint": None, "usage": generation.usage,
+            "choices": [_chat_choice(index, choice, tools is not None, served.tokenizer, body.logprobs)
+                        for index, choice in enumerate(choices)]}
+
+
+def _chat_choice(index: int, choice: Choice, parse_tools: bool, tokenizer, logprobs: bool) -> dict:
+    content, calls = "".join(choice.text), []
+    if parse_tools:
+        content, calls = parse_tool_calls(content)
+    message = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return {"index": index, "message": message, "finish_reason": "tool_calls" if calls else choice.finish_reason,
+            "logprobs": {"content": _token_logprobs(choice.tokens, tokenizer)} if logprobs else None}
+
+
+def _token_logprobs(picks, tokenizer) -> list[dict]:
+    def entry(token: int, logprob: float) -> dict:
+        text = tokenizer.decode([token])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return [{**entry(pick.token, pick.logprob), "top_logprobs": [entry(token, value) for token, value in pick.top]}
+            for pick in picks]
+
+
+async def chat_chunks(generation: Generation, meta: dict, parse_tools: bool, include_usage: bool,
+                      tokenizer) -> AsyncIterator[str]:
+    """OpenAI's stream: a role delta per choice, content (or tool-call) deltas, a finish chunk, optional usage."""
+    chunk = {**meta, "object": "chat.completion.chunk", "system_fingerprint": None}
+    parsers = [ToolStreamParser() for _ in range(generation.request.n)] if parse_tools else None
+    calls = [0] * generation.request.n
+    for index in range(generation.request.n):
+        yield sse({**chunk, "choices": [_delta(index, {"role": "assistant", "content": ""})]})
+    async for output in generation.outputs():
+        logprobs = ({"content": _token_logprobs(output.tokens, tokenizer)}
+                    if generation.request.params.logprobs and output.tokens else None)
+        events = parsers[output.index].feed(output.text) if parsers else [ContentDelta(output.text)]
+        if output.finish_reason is not None and parsers:
+            events += parsers[output.index].finish()
+        for delta in _deltas(events, calls, output.index):
+            yield sse({**chunk, "choices": [_delta(output.index, delta, logprobs)]})
+            logprobs = None
+        if logprobs:
+            yield sse({**chunk, "choices": [_delta(output.index, {}, logprobs)]})
+        if output.finish_reason is not None:
+            reason = "tool_calls" if calls[output.index] else output.finish_reason
+            yield sse({**chunk, "choices": [_delta(output.index, {}, None, reason)]})
+    if include_usage:
+        yield sse({**chunk, "choices": [], "usage": generation.usage})
+    yield sse("[DONE]")
+
+
+def _deltas(events, calls: list[int], index: int) -> list[dict]:
+    deltas = []
+    for event in events:
+        if isinstance(event, ContentDelta):
+            if event.text:
+                deltas.append({"content": event.text})
+            continue
+        function = event.call["function"]
+        deltas.append({"tool_calls": [{"index": calls[index], "id": event.call["id"], "type": "function",
+                                       "function": {"name": function["name"], "arguments": function["arguments"]}}]})
+        calls[index] += 1
+    return deltas
+
+
+def _delta(index: int, delta: dict, logprobs: dict | None = None, finish_reason: str | None = None) -> dict:
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def _stream(server: Server, chunks: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(_reporting_errors(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _reporting_errors(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    """An error after the stream began can only be told in the stream, as OpenAI does."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except APIError as err:
+        yield sse(error_body(err.message, err.kind, err.param, err.code))
+        yield sse("[DONE]")
+
+
+async def text_completion(server: Server, body: CompletionRequest, http: Request):
+    served = server.model_for(body.model)
+    prompts = _text_prompts(body.prompt, served)
+    if len(prompts) * body.n > 64:
+        raise APIError(400, "at most 64 prompts x n per request", param="prompt")
+    params = [server.params(body, served, len(ids), body.max_tokens, logprobs=body.logprobs is not None,
+                            top_logprobs=body.logprobs or 0) for ids, _ in prompts]
+    generations = []
+    try:
+        for (prompt_ids, _), prompt_params in zip(prompts, params):
+            generations.append(Generation(server.engine, served, prompt_ids, prompt_params, body.n))
+    except APIError:
+        for generation in generations:
+            generation.request.cancel()
+        raise
+    meta = {"id": completion_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": served.id}
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _stream(server, text_chunks(generations, prompts, meta, body, usage, served.tokenizer))
+    choices = []
+    for number, (generation, (_, text)) in enumerate(zip(generations, prompts)):
+        for index, choice in enumerate(await generation.collect(http)):
+            echoed = text if body.echo else ""
+            choices.append({"index": number * body.n + index, "text": echoed + "".join(choice.text),
+                            "finish_reason": choice.finish_reason,
+                            "logprobs": _text_logprobs(choice.tokens, served.tokenizer) if body.logprobs is not None
+                            else None})
+    return {**meta, "choices": choices, "usage": _sum_usage(generations)}
+
+
+def _text_prompts(prompt, served) -> list[tuple[list[int], str]]:
+    """Each prompt as tokens and text: a string, a list of strings, token ids, or a list of token id lists."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if prompt and isinstance(prompt[0], int):
+        prompt = [prompt]
+    if not prompt:
+        raise APIError(400, "prompt is empty", param="prompt")
+    prompts = []
+    for item in prompt:
+        ids = served.text_prompt(item) if isinstance(item, str) else list(item)
+        if not ids:
+            raise APIError(400, "a prompt has no tokens", param="prompt")
+        if any(token < 0 or token >= len(served.tokenizer) for token in ids):
+            raise APIError(400, f"prompt token ids must lie in [0, {len(served.tokenizer)})", param="prompt")
+        prompts.append((ids, item if isinstance(item, str) else served.tokenizer.decode(ids)))
+    return prompts
+
+
+def _text_logprobs(picks, tokenizer) -> dict:
+    tokens = [tokenizer.decode([pick.token]) for pick in picks]
+    offsets, position = [], 0
+    for text in tokens:
+        offsets.append(position)
+        position += len(text)
+    return {"tokens": tokens, "token_logprobs": [pick.logprob for pick in picks], "text_offset": offsets,
+            "top_logprobs": [{tokenizer.decode([token]): value for token, value in pick.top} for pick in picks]}
+
+
+async def text_chunks(generations: list[Generation], prompts, meta: dict, body: CompletionRequest,
+                      include_usage: bool, tokenizer) -> AsyncIterator[str]:
+    for number, (generation, (_, text)) in enumerate(zip(generations, prompts)):
+        if body.echo:
+            for index in range(body.n):
+                yield sse({**meta, "choices": [_text_delta(number * body.n + index, text)]})
+        async for output in generation.outputs():
+            logprobs = _text_logprobs(output.tokens, tokenizer) if body.logprobs is not None else None
+            if output.text or output.finish_reason or logprobs:
+                yield sse({**meta, "choices": [_text_delta(number * body.n + output.index, output.text, logprobs,
+                                                           output.finish_reason)]})
+    if include_usage:
+        yield sse({**meta, "choices": [], "usage": _sum_usage(generations)})
+    yield sse("[DONE]")
+
+
+def _text_delta(index: int, text: str, logprobs: dict | None = None, finish_reason: str | None = None) -> dict:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def _sum_usage(generations: list[Generation]) -> dict:
+    totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    for generation in generations:
+        for key, value in generation.usage.items():
+            totals[key] += value
+    return totals
+
+
+async def embed(server: Server, body: EmbeddingRequest) -> dict:
+    import asyncio
+
+    if body.model not in server.embedders:
+        raise APIError(404, f"model {body.model!r} does not exist; embedding models: {', '.join(server.embedders)}",
+                       param="model", code="model_not_found")
+    embedder = server.embedders[body.model]
+    inputs = [body.input] if isinstance(body.input, str) or (body.input and isinstance(body.input[0], int)) \
+        else body.input
+    if not inputs or any(len(item) == 0 for item in inputs):
+        raise APIError(400, "input must not be empty", param="input")
+    if len(inputs) > 256:
+        raise APIError(400, "at most 256 inputs per request", param="input")
+    vectors, tokens = await asyncio.to_thread(_embed_inputs, embedder, inputs, server)
+    if body.dimensions is not None and body.dimensions != len(vectors[0]):
+        raise APIError(400, f"this model's embeddings have {len(vectors[0])} dimensions, not {body.dimensions}",
+                       param="dimensions")
+    data = [{"object": "embedding", "index": index, "embedding": encode_embedding(vector, body.encoding_format)}
+            for index, vector in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _embed_inputs(embedder, inputs: list, server: Server) -> tuple[list[list[float]], int]:
+    from lmforge.serve.embeddings import SentenceEmbedder
+
+    if isinstance(embedder, SentenceEmbedder):
+        if not all(isinstance(item, str) for item in inputs):
+            raise APIError(400, "this embedding model takes text input, not token ids", param="input")
+        return embedder.embed(inputs), embedder.count_tokens(inputs)
+    served = embedder.served
+    ids = [served.text_prompt(item) if isinstance(item, str) else list(item) for item in inputs]
+    limit = served.max_len
+    if any(len(item) > limit or not item for item in ids):
+        raise APIError(400, f"each input must have 1 to {limit} tokens", param="input")
+    if any(token < 0 or token >= len(served.tokenizer) for item in ids for token in item):
+        raise APIError(400, f"input token ids must lie in [0, {len(served.tokenizer)})", param="input")
+    return embedder.embed(ids), sum(len(item) for item in ids)

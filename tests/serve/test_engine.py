@@ -1,0 +1,193 @@
+import queue
+import time
+
+import pytest
+import torch
+
+from lmforge.serve.config import ServeConfig
+from lmforge.serve.engine import Engine, GenerationRequest, QueueFull, TextStream
+from lmforge.serve.registry import load_served
+from lmforge.serve.sampling import SamplingParams
+
+QUESTIONS = ["Where was Alda Vorn born?", "Which river flows through Kelmar?", "Alda Vorn出生在哪里？",
+             "What is 12 + 30? Explain every step of the sum, slowly and carefully.", "Hi"]
+
+
+@pytest.fixture(scope="module")
+def served(nano_model_dir):
+    model, models = load_served(ServeConfig(model=str(nano_model_dir)))
+    return model, next(iter(models.values()))
+
+
+def chat_prompt(served_model, question: str) -> list[int]:
+    return served_model.chat_prompt([{"role": "user", "content": question}])
+
+
+class Collector:
+    """Outputs of requests, by request, until each has finished all its choices."""
+
+    def __init__(self):
+        self.done = queue.Queue()
+
+    def request(self, served_model, prompt, params, n=1, key=None):
+        tokens, texts, finished = [[] for _ in range(n)], [[] for _ in range(n)], []
+
+        def on_output(output):
+            tokens[output.index] += [pick.token for pick in output.tokens]
+            texts[output.index].append(output.text)
+            if output.finish_reason:
+                finished.append(output.finish_reason)
+                if len(finished) == n:
+                    self.done.put((key, tokens, ["".join(t) for t in texts], finished))
+
+        return GenerationRequest(served_model, prompt, params, on_output, lambda message: self.done.put(message), n=n)
+
+    def wait(self, count: int) -> dict:
+        results = {}
+        for _ in range(count):
+            key, tokens, texts, finished = self.done.get(timeout=60)
+            results[key] = (tokens, texts, finished)
+        return results
+
+
+def hf_greedy(model, served_model, prompt, max_new_tokens):
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
+                         eos_token_id=served_model.stop_ids, pad_token_id=served_model.tokenizer.pad_token_id)
+    reply = out[0, len(prompt):].tolist()
+    return reply[: next((i for i, token in enumerate(reply) if token in served_model.stop_ids), len(reply))]
+
+
+def run(engine, collector, requests):
+    for request in requests:
+        engine.submit(request)
+    return collector.wait(len(requests))
+
+
+@pytest.mark.parametrize("prefix_cache_tokens", [0, 4096])
+def test_greedy_equals_hf_generate_single_and_concurrent(served, prefix_cache_tokens):
+    model, served_model = served
+    prompts = [chat_prompt(served_model, question) for question in QUESTIONS]
+    expected = [hf_greedy(model, served_model, prompt, 24) for prompt in prompts]
+    engine = Engine(model, max_batch_size=4, prefix_cache_tokens=prefix_cache_tokens).start()
+    collector = Collector()
+    try:
+        alone = run(engine, collector, [collector.request(served_model, prompts[0], SamplingParams(24, 0), key=0)])
+        assert alone[0][0][0] == expected[0]
+        # more requests than batch slots, twice over: rows join and leave mid-generation
+        requests = [collector.request(served_model, prompt, SamplingParams(24 - 3 * (i % 3), 0), key=(r, i))
+                    for r in range(2) for i, prompt in enumerate(prompts)]
+        together = run(engine, collector, requests)
+    finally:
+        engine.stop()
+    for (repeat, index), (tokens, _, _) in together.items():
+        assert tokens[0] == expected[index][: 24 - 3 * (index % 3)], (repeat, index)
+    if prefix_cache_tokens:
+        assert engine.prefix.hits > 0
+
+
+def test_seeded_sampling_repeats_whatever_shares_the_batch(served):
+    model, served_model = served
+    prompt = chat_prompt(served_model, QUESTIONS[0])
+    params = SamplingParams(16, temperature=1.0, top_p=0.9, seed=1234)
+    engine = Engine(model, max_batch_size=8).start()
+    collector = Collector()
+    try:
+        alone = run(engine, collector, [collector.request(served_model, prompt, params, key="alone")])
+        crowd = [collector.request(served_model, chat_prompt(served_model, q), SamplingParams(16, 1.0), key=q)
+                 for q in QUESTIONS[1:]]
+        crowded = run(engine, collector, crowd + [collector.request(served_model, prompt, params, key="again")])
+        other_seed = run(engine, collector, [collector.request(served_model, prompt, SamplingParams(
+            16, temperature=1.0, top_p=0.9, seed=99), key="other")])
+    finally:
+        engine.stop()
+    assert alone["alone"][0] == crowded["again"][0]
+    assert other_seed["other"][0] != alone["alone"][0]
+
+
+def test_n_choices_share_one_prefill_and_differ(served):
+    model, served_model = served
+    engine = Engine(model).start()
+    collector = Collector()
+    try:
+        result = run(engine, collector, [collector.request(served_model, chat_prompt(served_model, "Hi"),
+                                                           SamplingParams(12, temperature=1.0, seed=5), n=3, key=0)])
+    finally:
+        engine.stop()
+    tokens = result[0][0]
+    assert len(tokens) == 3 and len({tuple(t) for t in tokens}) > 1
+    assert engine.prompt_tokens == len(chat_prompt(served_model, "Hi"))
+
+
+def test_cancelled_request_leaves_the_batch(served):
+    model, served_model = served
+    engine = Engine(model).start()
+    outputs = queue.Queue()
+    request = GenerationRequest(served_model, chat_prompt(served_model, "Hi"), SamplingParams(10_000, 1.0),
+                                outputs.put, outputs.put)
+    try:
+        engine.submit(request)
+        outputs.get(timeout=30)
+        request.cancel()
+        for _ in range(500):
+            if not engine.running:
+                break
+            time.sleep(0.01)
+        assert not engine.running
+    finally:
+        engine.stop()
+    assert request.completion_tokens < 10_000
+
+
+def test_stop_tokens_hold_the_template_end_of_turn_and_eos(served):
+    _, served_model = served
+    tokenizer = served_model.tokenizer
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in served_model.stop_ids
+    assert tokenizer.eos_token_id in served_model.stop_ids
+
+
+def test_queue_full_is_refused(served):
+    model, served_model = served
+    engine = Engine(model, max_queue=1)  # not started: nothing leaves the queue
+    collector = Collector()
+    prompt = chat_prompt(served_model, "Hi")
+    engine.submit(collector.request(served_model, prompt, SamplingParams(4, 0)))
+    with pytest.raises(QueueFull):
+        engine.submit(collector.request(served_model, prompt, SamplingParams(4, 0)))
+
+
+def test_length_limit_and_stop_string(served):
+    model, served_model = served
+    prompt = chat_prompt(served_model, QUESTIONS[3])
+    engine = Engine(model).start()
+    collector = Collector()
+    try:
+        free = run(engine, collector, [collector.request(served_model, prompt, SamplingParams(20, 0), key=0)])
+        text = free[0][1][0]
+        assert free[0][2] == ["length"] and len(free[0][0][0]) == 20
+        stop = text[len(text) // 2 : len(text) // 2 + 2]
+        cut = run(engine, collector, [collector.request(served_model, prompt, SamplingParams(20, 0, stop=[stop]),
+                                                        key=1)])
+    finally:
+        engine.stop()
+    assert cut[1][2] == ["stop"]
+    assert cut[1][1][0] == text[: text.find(stop)]
+
+
+class CharTokenizer:
+    """Token id = a code point; decoding an id over 0x10FFFF gives the replacement character (a partial byte)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) if i <= 0x10FFFF else "\ufffd" for i in ids)
+
+
+def test_text_stream_holds_back_a_possible_stop_and_partial_characters():
+    stream = TextStream(CharTokenizer(), ["END"])
+    sent = [stream.add(ord(c))[0] for c in "abE"]
+    assert "".join(sent) == "ab"  # "E" may begin "END"
+    assert stream.add(ord("x")) == ("Ex", False)
+    assert stream.add(0x110000) == ("", False)  # half a character
+    stream.ids[-1] = ord("é")
+    assert stream.add(ord("E"))[0] == "é"
+    assert stream.add(ord("N")) == ("", False)
+    assert stream.add(ord("D")) == ("", True)
+    assert stream.text == "abExé"
