@@ -23,6 +23,9 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert "## Alignment: DPO, then GRPO on arithmetic" in text and "| win rate against sft" in text
     assert "repetition rate" in text and "GRPO's mean reward" in text and "(grpo/reward.png)" in text
     assert "### What alignment cost and gained" in text
+    served = json.loads((report.parent / "serve.json").read_text(encoding="utf-8"))
+    assert served["models"] == ["grpo"] and served["response"]["object"] == "chat.completion"
+    assert "## Serving the final model" in text and served["request"]["messages"][0]["content"] in text
     assert [r["reward"] for r in read_metrics(report.parent / "grpo") if "reward" in r]
     for stage in ("pretrain", "sft", "sft-lora", "dpo", "grpo"):
         run = report.parent / stage

@@ -27,7 +27,7 @@ def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section], ski
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(field.annotation) is list:
-            parser.add_argument(flag, dest=name, nargs="+", default=None, help=help_text)
+            parser.add_argument(flag, dest=name, nargs="+", action="extend", default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)
 

@@ -70,8 +70,39 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
         "model.path": str(runs["dpo"]), "data.train": [str(world / "rl_arithmetic.jsonl")]}, cfg.grpo_steps)
     evals["grpo"] = evaluate_stage(runs["grpo"], world, cfg, overwrite)
     sweep = _sweep_sft(cfg, world, sft_updates, overwrite) if cfg.sweep else None
-    write_report(report, evals, runs, time.time() - started, sweep)
+    served = serve_and_ask(runs["grpo"], _first_question(evals["grpo"]), out / "serve.json")
+    write_report(report, evals, runs, time.time() - started, sweep, served)
     return report
+
+
+def _first_question(eval_dir: Path) -> str:
+    from lmforge.eval.report import read_results
+
+    return _sample_questions(read_results(eval_dir))[0][0]
+
+
+def serve_and_ask(model_dir: Path, question: str, record: Path) -> dict:
+    """`lmforge serve` on the final model for one OpenAI-style chat request; the request and the server's answer
+    are kept in `record`."""
+    import httpx
+
+    from lmforge.runs import atomic_write_text
+    from lmforge.serve.app import running_server
+    from lmforge.serve.config import ServeConfig
+
+    log.info("demo: serving %s for one API call", model_dir)
+    cfg = ServeConfig(model=str(model_dir), port=0)
+    body = {"model": model_dir.name, "messages": [{"role": "user", "content": question}], "max_tokens": 64,
+            "temperature": 0}
+    with running_server(cfg) as url:
+        models = [model["id"] for model in httpx.get(f"{url}/v1/models").json()["data"]]
+        started = time.monotonic()
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+        seconds = time.monotonic() - started
+        response.raise_for_status()
+    served = {"models": models, "request": body, "response": response.json(), "seconds": seconds}
+    atomic_write_text(record, json.dumps(served, ensure_ascii=False, indent=2) + "\n")
+    return served
 
 
 # The SFT stage twice, from the same pretrained model: every weight trained, and LoRA adapters only.
@@ -155,7 +186,7 @@ def _sample_questions(results: dict) -> list[tuple[str, str]]:
 
 
 def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seconds: float,
-                 sweep: Path | None = None) -> None:
+                 sweep: Path | None = None, served: dict | None = None) -> None:
     from lmforge.eval.analyze import analyze_run
     from lmforge.eval.compare import compare_runs
     from lmforge.eval.report import read_results
@@ -187,10 +218,25 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",
               _body(analysis.read_text(encoding="utf-8").split("\n## ", 1)[0]),
               "", f"Examples: `{analysis.relative_to(path.parent)}`"]
+    if served is not None:
+        lines += ["", "## Serving the final model (`lmforge serve`)", "", _serving_section(served)]
     for stage, run_dir in runs.items():
         lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _serving_section(served: dict) -> str:
+    reply = served["response"]
+    usage = reply["usage"]
+    return "\n".join([
+        f"The server listed the model {', '.join(f'`{model}`' for model in served['models'])} and answered one "
+        f"chat request in {served['seconds']:.2f} s ({usage['prompt_tokens']} prompt tokens, "
+        f"{usage['completion_tokens']} completion tokens):",
+        "", "```", "POST /v1/chat/completions", json.dumps(served["request"], ensure_ascii=False), "```", "",
+        f"**Answer** (`{reply['choices'][0]['finish_reason']}`): {reply['choices'][0]['message']['content']}", "",
+        "The exchange is in `serve.json`.",
+    ])
 
 
 ALIGNED = ("sft", "dpo", "grpo")

@@ -103,6 +103,23 @@ def test_adapter_changes_the_reply(client):
     assert replies[0] != replies[1]
 
 
+def test_base_and_adapter_share_a_batch(api_url, client):
+    import asyncio
+
+    alone = {name: client.chat.completions.create(model=name, messages=USER, max_tokens=16, temperature=0)
+             .choices[0].message.content for name in ("nano", "lora")}
+    concurrent = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0)
+
+    async def reply(name: str) -> str:
+        answer = await concurrent.chat.completions.create(model=name, messages=USER, max_tokens=16, temperature=0)
+        return answer.choices[0].message.content
+
+    async def mixed() -> list[str]:
+        return await asyncio.gather(*(reply(name) for name in ["nano", "lora"] * 3))
+
+    assert asyncio.run(mixed()) == [alone["nano"], alone["lora"]] * 3
+
+
 def test_logprobs(client):
     reply = client.chat.completions.create(model="nano", messages=USER, max_tokens=5, temperature=0, logprobs=True,
                                            top_logprobs=3)
@@ -236,6 +253,37 @@ def test_bad_requests_get_openai_errors(api_url, body, status, words):
     assert words in error["message"] and error["type"]
 
 
+@pytest.mark.parametrize("extra, words", [
+    ({"tool_choice": "required"}, "tools"),
+    ({"top_logprobs": 2}, "logprobs"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
+     "nonsense"),
+    ({"stop": [str(i) for i in range(17)]}, "16 stop strings"),
+])
+def test_inconsistent_options_are_refused(api_url, extra, words):
+    body = {"model": "nano", "messages": USER, "max_tokens": 4, **extra}
+    response = httpx.post(f"{api_url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400 and words in response.json()["error"]["message"]
+
+
+def test_a_long_stop_string_is_fine(client):
+    reply = client.chat.completions.create(model="nano", messages=USER, max_tokens=4, temperature=0,
+                                           stop="</answer>\n\nQuestion: what comes next")
+    assert reply.choices[0].finish_reason == "length"
+
+
+def test_chunked_body_over_the_limit_is_413(api_url):
+    def pieces():
+        yield b'{"model": "nano", "messages": [{"role": "user", "content": "'
+        for _ in range(80):
+            yield b"x" * 1024
+        yield b'"}]}'
+
+    response = httpx.post(f"{api_url}/v1/chat/completions", content=pieces(),
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 413 and "limit" in response.json()["error"]["message"]
+
+
 def test_context_error_gives_the_numbers(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="nano", messages=USER, max_tokens=CONTEXT)
@@ -272,6 +320,9 @@ def test_api_key_and_queue_limits(nano_model_dir):
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sesame", max_retries=0)
         statuses = _run_concurrently(client, nano_model_dir.name, 6)
         assert 429 in statuses and 200 in statuses
+        too_many = httpx.post(f"{url}/v1/chat/completions", json={**body, "n": 2},
+                              headers={"Authorization": "Bearer sesame"})
+        assert too_many.status_code == 400 and "--max-batch-size" in too_many.json()["error"]["message"]
         assert httpx.get(f"{url}/health").status_code == 200  # no key needed to check health
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lmforge.serve.config import ServeConfig
-from lmforge.serve.engine import Engine, GenerationRequest, QueueFull, TextStream
+from lmforge.serve.engine import Engine, EngineDown, GenerationRequest, QueueFull, TextStream
 from lmforge.serve.registry import load_served
 from lmforge.serve.sampling import SamplingParams
 
@@ -136,6 +136,24 @@ def test_cancelled_request_leaves_the_batch(served):
     finally:
         engine.stop()
     assert request.completion_tokens < 10_000
+
+
+def test_a_dead_engine_fails_its_requests_and_refuses_new_ones(served, monkeypatch):
+    model, served_model = served
+    engine = Engine(model)
+    collector = Collector()
+
+    def broken_admission():
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(engine, "_admit", broken_admission)
+    engine.submit(collector.request(served_model, chat_prompt(served_model, "Hi"), SamplingParams(4, 0)))
+    engine.start()
+    assert "out of memory" in collector.done.get(timeout=30)
+    engine.thread.join(timeout=30)
+    assert not engine.healthy
+    with pytest.raises(EngineDown):
+        engine.submit(collector.request(served_model, chat_prompt(served_model, "Hi"), SamplingParams(4, 0)))
 
 
 def test_stop_tokens_hold_the_template_end_of_turn_and_eos(served):

@@ -18,12 +18,12 @@ from typing import AsyncIterator, Iterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lmforge.serve.config import ServeConfig
-from lmforge.serve.engine import Engine, GenerationRequest, Output, QueueFull
-from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Sampling
+from lmforge.serve.engine import Engine, EngineDown, GenerationRequest, Output, QueueFull
+from lmforge.serve.protocol import Sampling
 from lmforge.serve.sampling import SamplingParams
 
 log = logging.getLogger("lmforge.serve")
@@ -55,39 +55,70 @@ class Choice:
     finish_reason: str | None = None
 
 
+class Dispatcher:
+    """Hands the engine thread's outputs to the event loop with one wake-up per decode step, not one per token."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.pending: list[tuple[asyncio.Queue, object]] = []
+        self.lock = threading.Lock()
+
+    def put(self, queue: asyncio.Queue, item) -> None:
+        with self.lock:
+            self.pending.append((queue, item))
+            first = len(self.pending) == 1
+        if first:
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for queue, item in pending:
+            queue.put_nowait(item)
+
+
 class Generation:
     """A request in the engine, seen from the event loop: outputs arrive on an asyncio queue."""
 
-    def __init__(self, engine: Engine, served, prompt: list[int], params: SamplingParams, n: int):
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, server: "Server", served, prompt: list[int], params: SamplingParams, n: int):
+        self.dispatcher = server.dispatcher()
+        self.on_first_token = server.metrics.first_token.observe
         self.queue: asyncio.Queue = asyncio.Queue()
         self.request = GenerationRequest(served, prompt, params, self._output, self._error, n=n)
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.open = n
         try:
-            engine.submit(self.request)
+            server.engine.submit(self.request)
         except QueueFull as err:
             raise APIError(429, f"server busy: {err}; retry later", "rate_limit_error") from err
+        except EngineDown as err:
+            raise APIError(503, str(err), "server_error") from err
+        except ValueError as err:
+            raise APIError(400, str(err), param="n") from err
 
     def _output(self, output: Output) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, output)
+        self.dispatcher.put(self.queue, output)
 
     def _error(self, message: str) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, APIError(500, message, "server_error"))
+        self.dispatcher.put(self.queue, APIError(500, message, "server_error"))
 
-    async def outputs(self) -> AsyncIterator[Output]:
-        """Every output until each choice has finished; the request is cancelled if the consumer goes away."""
+    async def outputs(self) -> AsyncIterator[list[Output]]:
+        """Every output until each choice has finished, in the batches they arrived in; the request is cancelled
+        if the consumer goes away."""
         try:
             while self.open:
-                item = await self.queue.get()
-                if isinstance(item, APIError):
-                    raise item
+                batch = [await self.queue.get()]
+                while not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                for item in batch:
+                    if isinstance(item, APIError):
+                        raise item
+                    self.open -= item.finish_reason is not None
                 if self.first_token_at is None:
                     self.first_token_at = time.monotonic()
-                if item.finish_reason is not None:
-                    self.open -= 1
-                yield item
+                    self.on_first_token(self.first_token_at - self.started)
+                yield batch
         finally:
             if self.open:
                 self.request.cancel()
@@ -97,11 +128,12 @@ class Generation:
         choices = [Choice() for _ in range(self.request.n)]
 
         async def gather() -> None:
-            async for output in self.outputs():
-                choice = choices[output.index]
-                choice.text.append(output.text)
-                choice.tokens += output.tokens
-                choice.finish_reason = output.finish_reason or choice.finish_reason
+            async for batch in self.outputs():
+                for output in batch:
+                    choice = choices[output.index]
+                    choice.text.append(output.text)
+                    choice.tokens += output.tokens
+                    choice.finish_reason = output.finish_reason or choice.finish_reason
 
         done = asyncio.ensure_future(gather())
         watch = asyncio.ensure_future(_disconnected(http))
@@ -134,15 +166,27 @@ class Server:
         from lmforge.serve.registry import load_served
 
         self.cfg = cfg
+        self._dispatcher: Dispatcher | None = None
         self.model, self.served = load_served(cfg)
         self.engine = Engine(self.model, cfg.max_batch_size, cfg.max_queue, cfg.prefix_cache_tokens)
         self.metrics = Metrics(self.engine)
-        self.embedders = {model_id: HiddenStateEmbedder(self.model, served) for model_id, served in self.served.items()}
+        self.embedders = {model_id: HiddenStateEmbedder(self.model, served, self.engine.model_lock)
+                          for model_id, served in self.served.items()}
         if cfg.embedding_model:
             from lmforge.serve.embeddings import SentenceEmbedder, embedding_model_id
 
             name, path = embedding_model_id(cfg.embedding_model)
             self.embedders[name] = SentenceEmbedder(path, cfg.device)
+
+    def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(asyncio.get_running_loop())
+        return self._dispatcher
+
+    def check_token_ids(self, ids: list[int], param: str) -> None:
+        vocabulary = min(len(next(iter(self.served.values())).tokenizer), self.engine.vocab_size)
+        if any(token < 0 or token >= vocabulary for token in ids):
+            raise APIError(400, f"token ids must lie in [0, {vocabulary})", param=param)
 
     def model_for(self, model_id: str):
         if model_id not in self.served:
@@ -180,10 +224,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="lmforge", description="OpenAI-compatible API of an lmforge model", lifespan=lifespan)
     app.state.server = server
     _install_errors(app)
-    _install_middleware(app, server)
-    from lmforge.serve.routes import add_routes
+    from lmforge.serve.routes import KNOWN_PATHS, add_routes
 
     add_routes(app, server, Depends(_api_key_check(cfg.api_key)))
+    app.add_middleware(Observed, server=server, known_paths=KNOWN_PATHS)
     return app
 
 
@@ -238,49 +282,58 @@ def _first_param(errors) -> str | None:
     return None
 
 
-def _install_middleware(app: FastAPI, server: Server) -> None:
-    limit = server.cfg.max_body_bytes
+class Observed:
+    """Pure ASGI middleware (streams pass straight through): request counts and latencies by endpoint, and 413 for
+    a body over the limit, declared or not."""
 
-    @app.middleware("http")
-    async def count_and_limit(request: Request, call_next):
-        started = time.monotonic()
-        endpoint = request.url.path if request.url.path in app.state.known_paths else "other"
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            response = error_response(413, f"request body over the {limit}-byte limit (--max-body-bytes)")
-        else:
-            response = await call_next(request)
-        server.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
-        return response
-
-    app.add_middleware(BodyLimit, limit=limit)
-
-
-class BodyLimit:
-    """413 for a body that grows past the limit without declaring its length (chunked uploads)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, server: Server, known_paths: set[str]):
+        self.app, self.server, self.known_paths = app, server, known_paths
+        self.limit = server.cfg.max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        seen = 0
+        started, status = time.monotonic(), 500
+        received = 0
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal received
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise APIError(413, f"request body over the {self.limit}-byte limit (--max-body-bytes)")
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLarge(self.limit)
             return message
 
+        async def observed_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except APIError as err:
-            response = error_response(err.status, err.message)
-            await response(scope, receive, send)
+            if self._declared_length(scope) > self.limit:
+                raise BodyTooLarge(self.limit)
+            await self.app(scope, limited_receive, observed_send)
+        except BodyTooLarge as err:
+            await error_response(413, err.detail)(scope, receive, observed_send)
+        finally:
+            endpoint = scope["path"] if scope["path"] in self.known_paths else "other"
+            self.server.metrics.requests.labels(endpoint, str(status)).inc()
+            self.server.metrics.latency.labels(endpoint).observe(time.monotonic() - started)
+
+    @staticmethod
+    def _declared_length(scope) -> int:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                return int(value) if value.isdigit() else 2**63
+        return 0
+
+
+class BodyTooLarge(HTTPException):
+    """An HTTPException, so FastAPI passes it on when the body read fails (chunked uploads) instead of a 400."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body over the {limit}-byte limit (--max-body-bytes)")
 
 
 def sse(payload: dict | str) -> str:

@@ -10,9 +10,9 @@ from lmforge.serve.registry import BASE_ADAPTER
 
 
 class HiddenStateEmbedder:
-    def __init__(self, model, served):
+    def __init__(self, model, served, model_lock: threading.Lock):
         self.model, self.served = model, served
-        self.lock = threading.Lock()
+        self.lock = model_lock  # the engine's: peft's adapter hooks are per call, on the shared modules
         self.uses_adapters = hasattr(model, "peft_config")
 
     def embed(self, inputs: list[list[int]]) -> list[list[float]]:

@@ -7,10 +7,8 @@ request joins and leaves the running batch at any step, with its own sampling se
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -25,6 +23,10 @@ log = logging.getLogger("lmforge.serve")
 
 
 class QueueFull(RuntimeError):
+    pass
+
+
+class EngineDown(RuntimeError):
     pass
 
 
@@ -48,37 +50,51 @@ class GenerationRequest:
     n: int = 1
     cancelled: bool = False
     completion_tokens: int = 0
-    id: int = field(default_factory=itertools.count().__next__)
-    arrived: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
         self.cancelled = True
 
 
 class TextStream:
-    """Incremental detokenisation that never sends half a UTF-8 character or the start of a stop string."""
+    """Incremental detokenisation that never sends half a UTF-8 character or the start of a stop string. Each token
+    is decoded in the context of the few before it (not the whole reply again), as tokenizers join pieces
+    differently at the start of a text."""
+
+    CONTEXT = 6
 
     def __init__(self, tokenizer, stops: list[str]):
         self.tokenizer, self.stops = tokenizer, [stop for stop in stops if stop]
         self.ids: list[int] = []
         self.text, self.sent = "", 0
+        self.decoded = 0  # tokens whose text is in self.text
 
     def add(self, token: int) -> tuple[str, bool]:
         """The text that is safe to send now, and whether a stop string ended the reply."""
         self.ids.append(token)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        self._decode_new()
         cut = self._stop_position()
         if cut is not None:
             self.text = self.text[:cut]
             return self.flush(), True
-        safe = len(self.text.rstrip("\ufffd"))
-        safe -= max((_overlap(self.text[:safe], stop) for stop in self.stops), default=0)
+        safe = len(self.text) - max((_overlap(self.text, stop) for stop in self.stops), default=0)
         delta, self.sent = self.text[self.sent : max(safe, self.sent)], max(safe, self.sent)
         return delta, False
 
     def flush(self) -> str:
+        if self.decoded < len(self.ids):
+            self.text += self.tokenizer.decode(self.ids[self.decoded :], skip_special_tokens=True)
+            self.decoded = len(self.ids)
         delta, self.sent = self.text[self.sent :], len(self.text)
         return delta
+
+    def _decode_new(self) -> None:
+        context = max(0, self.decoded - self.CONTEXT)
+        before = self.tokenizer.decode(self.ids[context : self.decoded], skip_special_tokens=True)
+        after = self.tokenizer.decode(self.ids[context:], skip_special_tokens=True)
+        if after.endswith("\ufffd") or not after.startswith(before):
+            return  # half a character so far: wait for the rest of its bytes
+        self.text += after[len(before) :]
+        self.decoded = len(self.ids)
 
     def _stop_position(self) -> int | None:
         start = max(0, self.sent - max((len(stop) for stop in self.stops), default=0))
@@ -128,6 +144,8 @@ class Engine:
         self.batch: BatchKV | None = None
         self.wakeup = threading.Condition()
         self.stopping = False
+        self.failure: str | None = None
+        self.model_lock = threading.Lock()  # peft's per-call adapter hooks must not interleave (embeddings)
         self.thread: threading.Thread | None = None
         self.prompt_tokens = self.generation_tokens = self.steps = 0
 
@@ -144,6 +162,11 @@ class Engine:
             self.thread.join()
 
     def submit(self, request: GenerationRequest) -> None:
+        if self.failure:
+            raise EngineDown(self.failure)
+        if request.n > self.max_batch_size:
+            raise ValueError(f"n={request.n} is more than the {self.max_batch_size} sequences one batch holds "
+                             f"(--max-batch-size)")
         with self.wakeup:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are already waiting (--max-queue {self.max_queue})")
@@ -155,6 +178,18 @@ class Engine:
         return self.thread is not None and self.thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            self._serve_forever()
+        except BaseException as err:  # the engine is gone: nothing may wait for it
+            log.exception("engine stopped")
+            self.failure = f"the engine stopped: {err}"
+            with self.wakeup:
+                pending = [*self.waiting, *(sequence.request for sequence in self.running)]
+                self.waiting.clear()
+            for request in {id(request): request for request in pending}.values():
+                request.on_error(self.failure)
+
+    def _serve_forever(self) -> None:
         with torch.inference_mode():
             while True:
                 with self.wakeup:
@@ -167,38 +202,53 @@ class Engine:
                     self._guarded_step()
 
     def _admit(self) -> None:
-        joined: list[tuple[Sequence, Layers]] = []
-        while True:
-            with self.wakeup:
-                if not self.waiting or len(self.running) + len(joined) + self.waiting[0].n > self.max_batch_size:
-                    break
-                request = self.waiting.popleft()
-            if request.cancelled:
-                continue
+        while request := self._next_request():
             try:
-                joined += self._prefill(request)
+                joined = self._prefill(request)
+                for sequence, layers in joined:
+                    if self.batch is None:
+                        self.batch = BatchKV(self.max_batch_size, layers)
+                    self.batch.join(layers)
+                    self.running.append(sequence)
             except Exception as err:  # one bad request must not take the others down
                 log.exception("prefill failed")
+                self._drop(request)
                 request.on_error(f"generation failed: {err}")
-        if joined:
-            rows = [layers for _, layers in joined]
-            if self.batch is None:
-                self.batch = BatchKV.start(rows)
-            else:
-                self.batch.join(rows)
-            self.running += [sequence for sequence, _ in joined]
+
+    def _next_request(self) -> GenerationRequest | None:
+        """The first waiting request, if the batch has room for all its choices (cancelled ones are dropped)."""
+        with self.wakeup:
+            while self.waiting and self.waiting[0].cancelled:
+                self.waiting.popleft()
+            if not self.waiting or len(self.running) + self.waiting[0].n > self.max_batch_size:
+                return None
+            return self.waiting.popleft()
+
+    def _drop(self, request: GenerationRequest) -> None:
+        """Take a failed request's choices out of the batch, if some had joined."""
+        for index in reversed(range(len(self.running))):
+            if self.running[index].request is request:
+                self._leave(index)
+
+    def _leave(self, index: int) -> None:
+        self.batch.leave(index)
+        self.running[index] = self.running[-1]
+        self.running.pop()
+        if not self.running:
+            self.batch = None
 
     def _prefill(self, request: GenerationRequest) -> list[tuple[Sequence, Layers]]:
         prompt = request.prompt_ids
         reused, layers = self.prefix.lookup(request.model.adapter, prompt)
         cache = new_cache(layers)
-        out = self.model(
-            input_ids=torch.tensor([prompt[reused:]], device=self.device),
-            position_ids=torch.arange(reused, len(prompt), device=self.device).unsqueeze(0),
-            **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=1, **self._adapters([request.model]),
-        )
-        self.prompt_tokens += len(prompt) - reused
         sequences = [self._sequence(request, index) for index in range(request.n)]
+        with self.model_lock:
+            out = self.model(
+                input_ids=torch.tensor([prompt[reused:]], device=self.device),
+                position_ids=torch.arange(reused, len(prompt), device=self.device).unsqueeze(0),
+                **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=1, **self._adapters([request.model]),
+            )
+        self.prompt_tokens += len(prompt) - reused
         picks = pick_tokens(out.logits[:, -1].expand(request.n, -1), [sequence.state for sequence in sequences])
         row = cache_layers(cache)
         for sequence, pick in zip(sequences, picks):
@@ -213,6 +263,8 @@ class Engine:
             from llguidance import LLMatcher
 
             state.matcher = LLMatcher(request.model.guidance_tokenizer(self.vocab_size), params.grammar)
+            if state.matcher.is_error():
+                raise ValueError(f"the output grammar is invalid: {state.matcher.get_error()}")
         return Sequence(request, index, list(request.prompt_ids), state,
                         TextStream(request.model.tokenizer, params.stop))
 
@@ -226,32 +278,28 @@ class Engine:
             self.running, self.batch = [], None
 
     def _step(self) -> None:
-        mask = self.batch.grow()
-        out = self.model(
-            input_ids=torch.tensor([[sequence.tokens[-1]] for sequence in self.running], device=self.device),
-            attention_mask=mask, position_ids=mask.sum(dim=1, keepdim=True) - 1,
-            **{self.cache_keyword: self.batch.cache}, use_cache=True, **self._adapters([s.request.model for s in self.running]),
-        )
+        mask, positions = self.batch.step_inputs()
+        with self.model_lock:
+            out = self.model(
+                input_ids=torch.tensor([[sequence.tokens[-1]] for sequence in self.running], device=self.device),
+                attention_mask=mask, position_ids=positions, **{self.cache_keyword: self.batch.cache},
+                use_cache=True, **self._adapters([sequence.request.model for sequence in self.running]),
+            )
+        self.batch.advance()
         self.steps += 1
         picks = pick_tokens(out.logits[:, -1], [sequence.state for sequence in self.running])
-        keep = []
-        for index, (sequence, pick) in enumerate(zip(self.running, picks)):
-            if sequence.request.cancelled:
-                continue
-            self._advance(sequence, pick)
-            if sequence.finish_reason is None:
-                keep.append(index)
-            else:
+        for index in reversed(range(len(self.running))):  # backwards: a leaving row takes the last row's place
+            sequence = self.running[index]
+            if not sequence.request.cancelled:
+                self._advance(sequence, picks[index])
+                if sequence.finish_reason is None:
+                    continue
                 self._remember(index, sequence)
-        if keep:
-            self.batch.keep(keep)
-            self.running = [self.running[index] for index in keep]
-        else:
-            self.running, self.batch = [], None
+            self._leave(index)
 
     def _remember(self, index: int, sequence: Sequence) -> None:
         if self.prefix.budget:
-            fed = int(self.batch.mask[index].sum())
+            fed = self.batch.real_tokens(index)
             self.prefix.store(sequence.request.model.adapter, sequence.tokens[:fed], self.batch.row(index))
 
     def _adapters(self, models: list[ServedModel]) -> dict:
@@ -276,7 +324,7 @@ class Engine:
         if stopped or (matcher is not None and matcher.is_stopped()):
             self._finish(sequence, "stop", [pick], text)
         elif sequence.generated >= request.params.max_tokens or len(sequence.tokens) >= request.model.max_len:
-            self._finish(sequence, "length", [pick], text + sequence.stream.flush())
+            self._finish(sequence, "length", [pick], text)
         else:
             request.on_output(Output(sequence.index, text, [pick]))
 

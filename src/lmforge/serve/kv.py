@@ -1,12 +1,12 @@
-"""The running batch's KV cache: left-padded rows in one transformers `DynamicCache`, which rows join (after their
-own prefill) and leave between decode steps; and the finished prompts' caches kept for reuse by later prompts."""
+"""The running batch's KV cache, which rows join (after their own prefill) and leave between decode steps without
+copying the rest; and the finished prompts' caches kept for reuse by later prompts."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys and values, batch x heads x tokens x dim
 
@@ -21,75 +21,138 @@ def cache_layers(cache) -> Layers:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _set_layers(cache, layers: Layers) -> None:
-    for layer, (keys, values) in zip(cache.layers, layers):
-        layer.keys, layer.values = keys, values
+class SlotLayer(DynamicLayer):
+    """One layer's keys and values for the whole batch, in preallocated slots: each step writes its new column in
+    place and attention reads a view of the live window, so no step copies the cache."""
+
+    def __init__(self, batch: "BatchKV", index: int):
+        super().__init__()
+        self.batch, self.index = batch, index
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        batch = self.batch
+        keys, values = batch.stores[self.index]
+        column = slice(batch.end, batch.end + key_states.shape[2])
+        keys[: batch.rows, :, column] = key_states
+        values[: batch.rows, :, column] = value_states
+        live = slice(batch.start, column.stop)
+        self.keys, self.values = keys[: batch.rows, :, live], values[: batch.rows, :, live]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.batch.end - self.batch.start
 
 
-@dataclass
 class BatchKV:
-    """The decode batch: its cache and the attention mask (1 = a real token; padding sits on the left)."""
+    """The decode batch's cache: rows 0..rows-1 of per-layer slot tensors (slots x heads x capacity x dim, both
+    grown on demand up to `max_rows` slots), real tokens right-aligned at column `end`, left padding masked out. A row joins by copying its own prefill in; a row
+    leaves by moving the last row into its slot; the window [start, end) slides right as tokens are added and is
+    moved back (or the capacity doubled) when it reaches the end."""
 
-    cache: object
-    mask: torch.Tensor
+    FIRST_SLOTS = 4
+
+    def __init__(self, max_rows: int, first_row: Layers):
+        self.max_rows, self.rows, self.start, self.end = max_rows, 0, 0, 0
+        slots, capacity = min(max_rows, self.FIRST_SLOTS), 2 * first_row[0][0].shape[2] + 64
+        self.stores = [(_slots(keys, slots, capacity), _slots(values, slots, capacity)) for keys, values in first_row]
+        self.mask = torch.zeros(slots, capacity, dtype=torch.long, device=first_row[0][0].device)
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache()
+        self.cache.layers = [SlotLayer(self, index) for index in range(len(first_row))]
 
     @property
-    def width(self) -> int:
+    def capacity(self) -> int:
         return self.mask.shape[1]
 
-    @classmethod
-    def start(cls, rows: list[Layers]) -> "BatchKV":
-        mask, layers = _merge(None, rows)
-        return cls(new_cache(layers), mask)
+    def join(self, row: Layers) -> None:
+        """Copy in a prefilled row (batch 1, all tokens real) as row number `rows`."""
+        length = row[0][0].shape[2]
+        if self.rows == self.mask.shape[0]:
+            self._resize(min(2 * self.rows, self.max_rows), self.capacity)
+        if length > self.end:
+            self._move_window(length - self.end)
+        slot, columns = self.rows, slice(self.end - length, self.end)
+        for (keys, values), (row_keys, row_values) in zip(self.stores, row):
+            keys[slot, :, columns], values[slot, :, columns] = row_keys[0], row_values[0]
+        self.mask[slot] = 0
+        self.mask[slot, columns] = 1
+        self.rows += 1
+        self.start = min(self.start, columns.start) if self.rows > 1 else columns.start
 
-    def join(self, rows: list[Layers]) -> None:
-        """Append prefilled rows (each batch 1, all tokens real), left-padding whichever side is shorter."""
-        self.mask, layers = _merge((self.mask, cache_layers(self.cache)), rows)
-        _set_layers(self.cache, layers)
+    def leave(self, index: int) -> None:
+        """Drop a row: the last row moves into its slot (callers reorder their rows the same way)."""
+        last = self.rows - 1
+        if index != last:
+            window = slice(self.start, self.end)
+            for keys, values in self.stores:
+                keys[index, :, window], values[index, :, window] = keys[last, :, window], values[last, :, window]
+            self.mask[index] = self.mask[last]
+        self.rows = last
+        if self.rows:
+            self.start += int(self.mask[: self.rows, self.start : self.end].any(dim=0).long().argmax())
 
-    def keep(self, rows: list[int]) -> None:
-        """Drop every other row, then the padding columns no row needs any more."""
-        index = torch.tensor(rows, dtype=torch.long)
-        self.mask = self.mask[index]
-        start = int(self.mask.any(dim=0).long().argmax()) if rows else self.width
-        self.mask = self.mask[:, start:]
-        _set_layers(self.cache, [(keys[index, :, start:], values[index, :, start:])
-                                 for keys, values in cache_layers(self.cache)])
+    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention mask and positions for one decode step (the new column counted as real)."""
+        if self.end == self.capacity:
+            self._make_room()
+        self.mask[: self.rows, self.end] = 1
+        mask = self.mask[: self.rows, self.start : self.end + 1]
+        return mask, mask.sum(dim=1, keepdim=True) - 1
 
-    def grow(self) -> torch.Tensor:
-        """The mask for a decode step: one more real column for the token each row is fed."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
-        return self.mask
+    def advance(self) -> None:
+        self.end += 1
 
     def row(self, index: int) -> Layers:
         """One row's real tokens, copied out (for the prefix cache)."""
-        length = int(self.mask[index].sum())
-        return [(keys[index : index + 1, :, self.width - length :].clone(),
-                 values[index : index + 1, :, self.width - length :].clone())
-                for keys, values in cache_layers(self.cache)]
+        length = int(self.mask[index, self.start : self.end].sum())
+        columns = slice(self.end - length, self.end)
+        return [(keys[index : index + 1, :, columns].clone(), values[index : index + 1, :, columns].clone())
+                for keys, values in self.stores]
+
+    def real_tokens(self, index: int) -> int:
+        return int(self.mask[index, self.start : self.end].sum())
+
+    def _make_room(self) -> None:
+        """Slide the window back to column 0, or double the capacity if the window fills it."""
+        if self.start == 0:
+            self._resize(self.mask.shape[0], 2 * self.capacity)
+        else:
+            self._move_window(-self.start)
+
+    def _move_window(self, offset: int) -> None:
+        if self.end + offset > self.capacity:
+            self._resize(self.mask.shape[0], 2 * (self.end + offset))
+        source, target = slice(self.start, self.end), slice(self.start + offset, self.end + offset)
+        rows = slice(0, self.rows)
+        for keys, values in self.stores:
+            keys[rows, :, target], values[rows, :, target] = keys[rows, :, source].clone(), values[rows, :, source].clone()
+        moved = self.mask[rows, source].clone()
+        self.mask[rows] = 0
+        self.mask[rows, target] = moved
+        self.start, self.end = self.start + offset, self.end + offset
+
+    def _resize(self, slots: int, capacity: int) -> None:
+        self.stores = [(_grown(keys, slots, capacity), _grown(values, slots, capacity)) for keys, values in self.stores]
+        self.mask = _grown_mask(self.mask, slots, capacity)
 
 
-def _merge(batch: tuple[torch.Tensor, Layers] | None, rows: list[Layers]) -> tuple[torch.Tensor, Layers]:
-    parts = ([batch] if batch else []) + [(torch.ones(1, row[0][0].shape[2], dtype=torch.long), row) for row in rows]
-    width = max(mask.shape[1] for mask, _ in parts)
-    mask = torch.cat([_left_pad_mask(part_mask, width) for part_mask, _ in parts])
-    layers = [
-        (torch.cat([_left_pad(layers[index][0], width) for _, layers in parts]),
-         torch.cat([_left_pad(layers[index][1], width) for _, layers in parts]))
-        for index in range(len(parts[0][1]))
-    ]
-    return mask, layers
+def _slots(like: torch.Tensor, slots: int, capacity: int) -> torch.Tensor:
+    return like.new_zeros(slots, like.shape[1], capacity, like.shape[3])
 
 
-def _left_pad(tensor: torch.Tensor | None, width: int) -> torch.Tensor:
-    if tensor.shape[2] == width:
-        return tensor
-    pad = tensor.new_zeros(tensor.shape[0], tensor.shape[1], width - tensor.shape[2], tensor.shape[3])
-    return torch.cat([pad, tensor], dim=2)
+def _grown(tensor: torch.Tensor, slots: int, capacity: int) -> torch.Tensor:
+    """Slots x heads x capacity x dim, the old contents in the top-left corner."""
+    grown = tensor.new_zeros(slots, tensor.shape[1], capacity, tensor.shape[3])
+    grown[: tensor.shape[0], :, : tensor.shape[2]] = tensor
+    return grown
 
 
-def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.cat([mask.new_zeros(mask.shape[0], width - mask.shape[1]), mask], dim=1)
+def _grown_mask(mask: torch.Tensor, slots: int, capacity: int) -> torch.Tensor:
+    grown = mask.new_zeros(slots, capacity)
+    grown[: mask.shape[0], : mask.shape[1]] = mask
+    return grown
 
 
 class PrefixCache:

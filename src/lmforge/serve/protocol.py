@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_N = 16
 
@@ -93,13 +93,20 @@ class Sampling(Body):
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=-1, description="sample from the k likeliest tokens (0 or -1: all)")
     n: int = Field(1, ge=1, le=MAX_N)
-    stop: str | list[str] | None = Field(None, max_length=16)
-    seed: int | None = None
+    stop: str | list[str] | None = Field(None, description="up to 16 strings that end the reply")
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1 - MAX_N)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     repetition_penalty: float = Field(1.0, gt=0, le=10, description="HF-style: divides the logits of seen tokens")
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, stop):
+        if isinstance(stop, list) and len(stop) > 16:
+            raise ValueError("at most 16 stop strings")
+        return stop
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -114,6 +121,12 @@ class ChatCompletionRequest(Sampling):
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> "ChatCompletionRequest":
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
 
 class CompletionRequest(Sampling):

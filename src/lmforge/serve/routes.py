@@ -13,13 +13,14 @@ from lmforge.serve.app import (STATIC, APIError, Choice, Generation, Server, com
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from lmforge.serve.tools import ContentDelta, ToolStreamParser, parse_tool_calls, tool_grammar
 
+MAX_EMBEDDING_TOKENS = 32768
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def add_routes(app: FastAPI, server: Server, auth) -> None:
-    app.state.known_paths = {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                             "/v1/embeddings"}
+KNOWN_PATHS = {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
 
+
+def add_routes(app: FastAPI, server: Server, auth) -> None:
     @app.get("/", include_in_schema=False)
     async def web_chat() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -56,12 +57,23 @@ def add_routes(app: FastAPI, server: Server, auth) -> None:
         return await embed(server, body)
 
 
-def _chat_grammar(body: ChatCompletionRequest, tools: list[dict] | None) -> str | None:
+def _chat_grammar(body: ChatCompletionRequest, tools: list[dict] | None, server: Server, served) -> str | None:
+    grammar = _requested_grammar(body, tools)
+    if grammar is not None:
+        from llguidance import LLMatcher
+
+        problem = LLMatcher.validate_grammar(grammar, served.guidance_tokenizer(server.engine.vocab_size))
+        if problem:
+            raise APIError(400, f"cannot constrain the reply to this format: {problem}", param="response_format")
+    return grammar
+
+
+def _requested_grammar(body: ChatCompletionRequest, tools: list[dict] | None) -> str | None:
     from llguidance import LLMatcher
 
+    choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
     try:
-        forced = tool_grammar(tools, body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump")
-                              else body.tool_choice) if tools else None
+        forced = tool_grammar(tools, choice) if choice not in (None, "none", "auto") else None
     except ValueError as err:
         raise APIError(400, str(err), param="tool_choice") from err
     kind = body.response_format.type if body.response_format else "text"
@@ -86,15 +98,14 @@ async def chat_completion(server: Server, body: ChatCompletionRequest, http: Req
     except Exception as err:  # the template (user-supplied Jinja) rejects these messages
         raise APIError(400, f"the chat template cannot render these messages: {err}", param="messages") from err
     params = server.params(body, served, len(prompt), body.max_completion_tokens or body.max_tokens,
-                           logprobs=body.logprobs or bool(body.top_logprobs), top_logprobs=body.top_logprobs or 0,
-                           grammar=_chat_grammar(body, tools))
-    generation = Generation(server.engine, served, prompt, params, body.n)
+                           logprobs=body.logprobs, top_logprobs=body.top_logprobs or 0,
+                           grammar=_chat_grammar(body, tools, server, served))
+    generation = Generation(server, served, prompt, params, body.n)
     meta = {"id": completion_id("chatcmpl"), "created": int(time.time()), "model": served.id}
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _stream(server, chat_chunks(generation, meta, tools is not None, usage, served.tokenizer))
+        return _stream(chat_chunks(generation, meta, tools is not None, usage, served.tokenizer))
     choices = await generation.collect(http)
-    server.metrics.first_token.observe((generation.first_token_at or time.monotonic()) - generation.started)
     return {**meta, "object": "chat.completion", "system_fingerprint": None, "usage": generation.usage,
             "choices": [_chat_choice(index, choice, tools is not None, served.tokenizer, body.logprobs)
                         for index, choice in enumerate(choices)]}
@@ -128,23 +139,33 @@ async def chat_chunks(generation: Generation, meta: dict, parse_tools: bool, inc
     calls = [0] * generation.request.n
     for index in range(generation.request.n):
         yield sse({**chunk, "choices": [_delta(index, {"role": "assistant", "content": ""})]})
-    async for output in generation.outputs():
-        logprobs = ({"content": _token_logprobs(output.tokens, tokenizer)}
-                    if generation.request.params.logprobs and output.tokens else None)
-        events = parsers[output.index].feed(output.text) if parsers else [ContentDelta(output.text)]
-        if output.finish_reason is not None and parsers:
-            events += parsers[output.index].finish()
-        for delta in _deltas(events, calls, output.index):
-            yield sse({**chunk, "choices": [_delta(output.index, delta, logprobs)]})
-            logprobs = None
-        if logprobs:
-            yield sse({**chunk, "choices": [_delta(output.index, {}, logprobs)]})
-        if output.finish_reason is not None:
-            reason = "tool_calls" if calls[output.index] else output.finish_reason
-            yield sse({**chunk, "choices": [_delta(output.index, {}, None, reason)]})
+    async for batch in generation.outputs():
+        events = _chat_events(batch, chunk, parsers, calls, generation.request.params.logprobs, tokenizer)
+        if events:
+            yield "".join(events)
     if include_usage:
         yield sse({**chunk, "choices": [], "usage": generation.usage})
     yield sse("[DONE]")
+
+
+def _chat_events(batch, chunk: dict, parsers, calls: list[int], logprobs_wanted: bool, tokenizer) -> list[str]:
+    """SSE events for one batch of outputs: each output's content (or tool-call) deltas, then its finish chunk."""
+    events = []
+    for output in batch:
+        logprobs = ({"content": _token_logprobs(output.tokens, tokenizer)}
+                    if logprobs_wanted and output.tokens else None)
+        parsed = parsers[output.index].feed(output.text) if parsers else [ContentDelta(output.text)]
+        if output.finish_reason is not None and parsers:
+            parsed += parsers[output.index].finish()
+        for delta in _deltas(parsed, calls, output.index):
+            events.append(sse({**chunk, "choices": [_delta(output.index, delta, logprobs)]}))
+            logprobs = None
+        if logprobs:
+            events.append(sse({**chunk, "choices": [_delta(output.index, {}, logprobs)]}))
+        if output.finish_reason is not None:
+            reason = "tool_calls" if calls[output.index] else output.finish_reason
+            events.append(sse({**chunk, "choices": [_delta(output.index, {}, None, reason)]}))
+    return events
 
 
 def _deltas(events, calls: list[int], index: int) -> list[dict]:
@@ -165,7 +186,7 @@ def _delta(index: int, delta: dict, logprobs: dict | None = None, finish_reason:
     return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def _stream(server: Server, chunks: AsyncIterator[str]) -> StreamingResponse:
+def _stream(chunks: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(_reporting_errors(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -181,7 +202,7 @@ async def _reporting_errors(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
 
 async def text_completion(server: Server, body: CompletionRequest, http: Request):
     served = server.model_for(body.model)
-    prompts = _text_prompts(body.prompt, served)
+    prompts = _text_prompts(body.prompt, served, server)
     if len(prompts) * body.n > 64:
         raise APIError(400, "at most 64 prompts x n per request", param="prompt")
     params = [server.params(body, served, len(ids), body.max_tokens, logprobs=body.logprobs is not None,
@@ -189,7 +210,7 @@ async def text_completion(server: Server, body: CompletionRequest, http: Request
     generations = []
     try:
         for (prompt_ids, _), prompt_params in zip(prompts, params):
-            generations.append(Generation(server.engine, served, prompt_ids, prompt_params, body.n))
+            generations.append(Generation(server, served, prompt_ids, prompt_params, body.n))
     except APIError:
         for generation in generations:
             generation.request.cancel()
@@ -197,19 +218,21 @@ async def text_completion(server: Server, body: CompletionRequest, http: Request
     meta = {"id": completion_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": served.id}
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _stream(server, text_chunks(generations, prompts, meta, body, usage, served.tokenizer))
-    choices = []
-    for number, (generation, (_, text)) in enumerate(zip(generations, prompts)):
-        for index, choice in enumerate(await generation.collect(http)):
-            echoed = text if body.echo else ""
-            choices.append({"index": number * body.n + index, "text": echoed + "".join(choice.text),
-                            "finish_reason": choice.finish_reason,
-                            "logprobs": _text_logprobs(choice.tokens, served.tokenizer) if body.logprobs is not None
-                            else None})
+        return _stream(text_chunks(generations, prompts, meta, body, usage, served.tokenizer))
+    try:
+        choices = []
+        for number, (generation, (_, text)) in enumerate(zip(generations, prompts)):
+            for index, choice in enumerate(await generation.collect(http)):
+                logprobs = _text_logprobs(choice.tokens, served.tokenizer) if body.logprobs is not None else None
+                choices.append({"index": number * body.n + index, "finish_reason": choice.finish_reason,
+                                "text": (text if body.echo else "") + "".join(choice.text), "logprobs": logprobs})
+    finally:  # a client gone or a failed prompt: the other prompts stop too
+        for generation in generations:
+            generation.request.cancel()
     return {**meta, "choices": choices, "usage": _sum_usage(generations)}
 
 
-def _text_prompts(prompt, served) -> list[tuple[list[int], str]]:
+def _text_prompts(prompt, served, server: Server) -> list[tuple[list[int], str]]:
     """Each prompt as tokens and text: a string, a list of strings, token ids, or a list of token id lists."""
     if isinstance(prompt, str):
         prompt = [prompt]
@@ -222,8 +245,7 @@ def _text_prompts(prompt, served) -> list[tuple[list[int], str]]:
         ids = served.text_prompt(item) if isinstance(item, str) else list(item)
         if not ids:
             raise APIError(400, "a prompt has no tokens", param="prompt")
-        if any(token < 0 or token >= len(served.tokenizer) for token in ids):
-            raise APIError(400, f"prompt token ids must lie in [0, {len(served.tokenizer)})", param="prompt")
+        server.check_token_ids(ids, "prompt")
         prompts.append((ids, item if isinstance(item, str) else served.tokenizer.decode(ids)))
     return prompts
 
@@ -244,14 +266,23 @@ async def text_chunks(generations: list[Generation], prompts, meta: dict, body: 
         if body.echo:
             for index in range(body.n):
                 yield sse({**meta, "choices": [_text_delta(number * body.n + index, text)]})
-        async for output in generation.outputs():
-            logprobs = _text_logprobs(output.tokens, tokenizer) if body.logprobs is not None else None
-            if output.text or output.finish_reason or logprobs:
-                yield sse({**meta, "choices": [_text_delta(number * body.n + output.index, output.text, logprobs,
-                                                           output.finish_reason)]})
+        async for batch in generation.outputs():
+            events = _text_events(batch, meta, number * body.n, body.logprobs is not None, tokenizer)
+            if events:
+                yield "".join(events)
     if include_usage:
         yield sse({**meta, "choices": [], "usage": _sum_usage(generations)})
     yield sse("[DONE]")
+
+
+def _text_events(batch, meta: dict, first_index: int, logprobs_wanted: bool, tokenizer) -> list[str]:
+    events = []
+    for output in batch:
+        logprobs = _text_logprobs(output.tokens, tokenizer) if logprobs_wanted else None
+        if output.text or output.finish_reason or logprobs:
+            events.append(sse({**meta, "choices": [_text_delta(first_index + output.index, output.text, logprobs,
+                                                               output.finish_reason)]}))
+    return events
 
 
 def _text_delta(index: int, text: str, logprobs: dict | None = None, finish_reason: str | None = None) -> dict:
@@ -301,6 +332,7 @@ def _embed_inputs(embedder, inputs: list, server: Server) -> tuple[list[list[flo
     limit = served.max_len
     if any(len(item) > limit or not item for item in ids):
         raise APIError(400, f"each input must have 1 to {limit} tokens", param="input")
-    if any(token < 0 or token >= len(served.tokenizer) for item in ids for token in item):
-        raise APIError(400, f"input token ids must lie in [0, {len(served.tokenizer)})", param="input")
+    server.check_token_ids([token for item in ids for token in item], "input")
+    if sum(len(item) for item in ids) > MAX_EMBEDDING_TOKENS:
+        raise APIError(400, f"at most {MAX_EMBEDDING_TOKENS} input tokens per request", param="input")
     return embedder.embed(ids), sum(len(item) for item in ids)

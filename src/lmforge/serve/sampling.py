@@ -91,38 +91,44 @@ def pick_tokens(logits: torch.Tensor, rows: list[RowState]) -> list[Picked]:
 def _penalise(row_logits: torch.Tensor, row: RowState) -> None:
     """OpenAI's presence/frequency penalties over the reply so far; HF's repetition penalty over prompt and reply."""
     params = row.params
+    device = row_logits.device
     if row.counts and (params.presence_penalty or params.frequency_penalty):
-        ids = torch.tensor(list(row.counts))
-        counts = torch.tensor(list(row.counts.values()), dtype=row_logits.dtype)
+        ids = torch.tensor(list(row.counts), device=device)
+        counts = torch.tensor(list(row.counts.values()), dtype=row_logits.dtype, device=device)
         row_logits[ids] -= params.frequency_penalty * counts + params.presence_penalty
     if params.repetition_penalty != 1.0:
-        ids = torch.tensor(sorted(set(row.prompt_ids) | set(row.counts)), dtype=torch.long)
+        ids = torch.tensor(sorted(set(row.prompt_ids) | set(row.counts)), dtype=torch.long, device=device)
         seen = row_logits[ids]
         row_logits[ids] = torch.where(seen > 0, seen / params.repetition_penalty, seen * params.repetition_penalty)
 
 
 def _constrain(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
+    """Tokens the grammar forbids get -inf. llguidance fills a bitmask (32 tokens per int32); it is unpacked here
+    with plain tensor ops (llguidance's own helper is a torch.compile kernel: seconds to build, and a C++ compiler
+    needed at run time)."""
     import llguidance.torch as guidance
 
     constrained = [index for index, row in enumerate(rows) if row.matcher is not None]
-    mask = guidance.allocate_token_bitmask(len(constrained), logits.shape[-1])
+    words = guidance.allocate_token_bitmask(len(constrained), logits.shape[-1])
     for slot, index in enumerate(constrained):
-        guidance.fill_next_token_bitmask(rows[index].matcher, mask, slot)
-    subset = logits[constrained]
-    guidance.apply_token_bitmask_inplace(subset, mask)
-    logits[constrained] = subset
+        guidance.fill_next_token_bitmask(rows[index].matcher, words, slot)
+    words = words.to(logits.device)
+    bits = (words.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32, device=logits.device)) & 1
+    allowed = bits.flatten(1)[:, : logits.shape[-1]].bool()
+    logits[constrained] = logits[constrained].masked_fill(~allowed, float("-inf"))
     return logits
 
 
 def _sample(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
-    temperature = torch.tensor([row.params.temperature for row in rows]).unsqueeze(1)
+    device = logits.device
+    temperature = torch.tensor([row.params.temperature for row in rows], device=device).unsqueeze(1)
     logits = logits / temperature
     top_k = [row.params.top_k for row in rows]
-    top_p = torch.tensor([row.params.top_p for row in rows]).unsqueeze(1)
+    top_p = torch.tensor([row.params.top_p for row in rows], device=device).unsqueeze(1)
     if any(top_k) or bool((top_p < 1).any()):
         logits = _top_k_top_p(logits, top_k, top_p)
     cumulative = torch.softmax(logits, dim=-1).cumsum(dim=-1)
-    draws = torch.cat([torch.rand(1, generator=row.generator) for row in rows]).unsqueeze(1)
+    draws = torch.cat([torch.rand(1, generator=row.generator) for row in rows]).to(device).unsqueeze(1)
     tokens = torch.searchsorted(cumulative, draws * cumulative[:, -1:], right=True).squeeze(1)
     return tokens.clamp_(max=logits.shape[-1] - 1)
 
@@ -130,8 +136,8 @@ def _sample(logits: torch.Tensor, rows: list[RowState]) -> torch.Tensor:
 def _top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: torch.Tensor) -> torch.Tensor:
     ordered, order = logits.sort(dim=-1, descending=True)
     vocab = logits.shape[-1]
-    ranks = torch.arange(vocab).unsqueeze(0)
-    keep_k = ranks < torch.tensor([k if k > 0 else vocab for k in top_k]).unsqueeze(1)
+    ranks = torch.arange(vocab, device=logits.device).unsqueeze(0)
+    keep_k = ranks < torch.tensor([k if k > 0 else vocab for k in top_k], device=logits.device).unsqueeze(1)
     probs = torch.softmax(ordered, dim=-1)
     keep_p = (probs.cumsum(dim=-1) - probs) < top_p  # the token that crosses top_p stays
     ordered = ordered.masked_fill(~(keep_k & keep_p), float("-inf"))
