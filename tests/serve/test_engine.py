@@ -138,6 +138,23 @@ def test_cancelled_request_leaves_the_batch(served):
     assert request.completion_tokens < 10_000
 
 
+def test_a_failing_request_fails_alone(served):
+    model, served_model = served
+    engine = Engine(model)
+    collector = Collector()
+    prompt = chat_prompt(served_model, "Hi")
+    engine.submit(collector.request(served_model, prompt, SamplingParams(4, 0, grammar="not a grammar"), key="bad"))
+    engine.submit(collector.request(served_model, prompt, SamplingParams(4, 0), key="good"))
+    engine.start()  # both are admitted, and prefilled, together
+    try:
+        outcomes = [collector.done.get(timeout=30) for _ in range(2)]
+    finally:
+        engine.stop()
+    assert any(isinstance(outcome, str) and "grammar" in outcome for outcome in outcomes)
+    assert any(isinstance(outcome, tuple) and outcome[0] == "good" and outcome[3] == ["length"]
+               for outcome in outcomes)
+
+
 def test_a_dead_engine_fails_its_requests_and_refuses_new_ones(served, monkeypatch):
     model, served_model = served
     engine = Engine(model)

@@ -202,27 +202,45 @@ class Engine:
                     self._guarded_step()
 
     def _admit(self) -> None:
-        while request := self._next_request():
-            try:
-                joined = self._prefill(request)
-                for sequence, layers in joined:
-                    if self.batch is None:
-                        self.batch = BatchKV(self.max_batch_size, layers)
-                    self.batch.join(layers)
-                    self.running.append(sequence)
-            except Exception as err:  # one bad request must not take the others down
-                log.exception("prefill failed")
-                self._drop(request)
-                request.on_error(f"generation failed: {err}")
+        """Start the waiting requests that fit: those with a cached prefix one by one from it, the others
+        prefilled together in one forward pass."""
+        fresh: list[GenerationRequest] = []
+        while request := self._next_request(reserved=sum(request.n for request in fresh)):
+            reused, layers = self.prefix.lookup(request.model.adapter, request.prompt_ids)
+            if reused:
+                self._start_guarded([request], lambda: self._prefill_from(request, reused, layers))
+            else:
+                fresh.append(request)
+        if fresh:
+            self._start_guarded(fresh, lambda: self._prefill_together(fresh))
 
-    def _next_request(self) -> GenerationRequest | None:
+    def _next_request(self, reserved: int) -> GenerationRequest | None:
         """The first waiting request, if the batch has room for all its choices (cancelled ones are dropped)."""
         with self.wakeup:
             while self.waiting and self.waiting[0].cancelled:
                 self.waiting.popleft()
-            if not self.waiting or len(self.running) + self.waiting[0].n > self.max_batch_size:
+            if not self.waiting or len(self.running) + reserved + self.waiting[0].n > self.max_batch_size:
                 return None
             return self.waiting.popleft()
+
+    def _start_guarded(self, requests: list[GenerationRequest], prefill) -> None:
+        """Prefill, then start each request; a failure fails the requests it concerns, and the others go on."""
+        try:
+            prefilled = prefill()
+        except Exception as err:
+            self._fail(requests, err)
+            return
+        for request, logits, layers in prefilled:
+            try:
+                self._start(request, logits, layers)
+            except Exception as err:
+                self._fail([request], err)
+
+    def _fail(self, requests: list[GenerationRequest], err: Exception) -> None:
+        log.exception("prefill failed")
+        for request in requests:
+            self._drop(request)
+            request.on_error(f"generation failed: {err}")
 
     def _drop(self, request: GenerationRequest) -> None:
         """Take a failed request's choices out of the batch, if some had joined."""
@@ -237,11 +255,9 @@ class Engine:
         if not self.running:
             self.batch = None
 
-    def _prefill(self, request: GenerationRequest) -> list[tuple[Sequence, Layers]]:
+    def _prefill_from(self, request: GenerationRequest, reused: int, layers: Layers) -> list[tuple]:
         prompt = request.prompt_ids
-        reused, layers = self.prefix.lookup(request.model.adapter, prompt)
         cache = new_cache(layers)
-        sequences = [self._sequence(request, index) for index in range(request.n)]
         with self.model_lock:
             out = self.model(
                 input_ids=torch.tensor([prompt[reused:]], device=self.device),
@@ -249,11 +265,37 @@ class Engine:
                 **{self.cache_keyword: cache}, use_cache=True, logits_to_keep=1, **self._adapters([request.model]),
             )
         self.prompt_tokens += len(prompt) - reused
-        picks = pick_tokens(out.logits[:, -1].expand(request.n, -1), [sequence.state for sequence in sequences])
-        row = cache_layers(cache)
+        return [(request, out.logits[:, -1], cache_layers(cache))]
+
+    def _prefill_together(self, requests: list[GenerationRequest]) -> list[tuple]:
+        """One left-padded forward pass over several prompts; each row's real tokens are the end of its cache."""
+        from lmforge.generate import left_pad
+
+        inputs = left_pad([request.prompt_ids for request in requests], 0, self.device)
+        positions = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        cache = new_cache()
+        with self.model_lock:
+            out = self.model(**inputs, position_ids=positions, **{self.cache_keyword: cache}, use_cache=True,
+                             logits_to_keep=1, **self._adapters([request.model for request in requests]))
+        width = inputs["input_ids"].shape[1]
+        layers = cache_layers(cache)
+        self.prompt_tokens += sum(len(request.prompt_ids) for request in requests)
+        return [(request, out.logits[row : row + 1, -1],
+                 [(keys[row : row + 1, :, width - len(request.prompt_ids) :],
+                   values[row : row + 1, :, width - len(request.prompt_ids) :]) for keys, values in layers])
+                for row, request in enumerate(requests)]
+
+    def _start(self, request: GenerationRequest, logits: torch.Tensor, layers: Layers) -> None:
+        """The request's choices take their first token from its prompt's logits, then join the batch."""
+        sequences = [self._sequence(request, index) for index in range(request.n)]
+        picks = pick_tokens(logits.expand(request.n, -1), [sequence.state for sequence in sequences])
         for sequence, pick in zip(sequences, picks):
             self._advance(sequence, pick)
-        return [(sequence, row) for sequence in sequences if sequence.finish_reason is None]
+            if sequence.finish_reason is None:
+                if self.batch is None:
+                    self.batch = BatchKV(self.max_batch_size, layers)
+                self.batch.join(layers)
+                self.running.append(sequence)
 
     def _sequence(self, request: GenerationRequest, index: int) -> Sequence:
         params = request.params
