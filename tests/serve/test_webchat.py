@@ -23,28 +23,11 @@ COUNT_REPLY_CHANGES = """() => {
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory, nano_model_dir):
-    """A LoRA adapter run folder on the nano model, so the server has two ids to offer."""
-    from lmforge.models import load_model, save_model
-    from lmforge.train.adapters import apply_finetuning
-    from lmforge.train.config import TrainRecipe
-
-    recipe = TrainRecipe.model_validate({
-        "stage": "sft", "name": "lora", "model": {"path": str(nano_model_dir)}, "data": {"train": ["unused.jsonl"]},
-        "finetuning": "lora",
-    })
-    model, tokenizer = load_model(recipe.model)
-    out = tmp_path_factory.mktemp("lora-run")
-    save_model(apply_finetuning(model, recipe), tokenizer, out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(nano_model_dir, adapter_dir):
+def server(nano_model_dir, lora_dir):
     from lmforge.serve.app import running_server
     from lmforge.serve.config import ServeConfig
 
-    with running_server(ServeConfig(model=str(nano_model_dir), adapter=[f"tiny-lora={adapter_dir}"], port=0)) as url:
+    with running_server(ServeConfig(model=str(nano_model_dir), adapter=[f"tiny-lora={lora_dir}"], port=0)) as url:
         yield url
 
 
