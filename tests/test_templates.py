@@ -157,19 +157,13 @@ TOOL_TURNS = (
 )
 
 
-def test_chatml_lists_tools_in_a_system_turn_and_renders_calls_and_responses_hermes_style(tokenizer):
-    rendered = render(tokenizer, TOOL_CONVERSATION, BUILTIN_TEMPLATES["chatml"], tools=TOOLS)
-    assert rendered == "<|im_start|>system\n" + TOOLS_SYSTEM + TOOL_TURNS
+@pytest.mark.parametrize("name, default_system", [("chatml", ""), ("qwen", "You are a helpful assistant.\n\n")])
+def test_tools_go_in_the_system_turn_and_calls_and_responses_render_hermes_style(tokenizer, name, default_system):
+    """chatml opens a system turn for the tools; qwen puts them after its default system prompt."""
+    rendered = render(tokenizer, TOOL_CONVERSATION, BUILTIN_TEMPLATES[name], tools=TOOLS)
+    assert rendered == "<|im_start|>system\n" + default_system + TOOLS_SYSTEM + TOOL_TURNS
     with_system = [{"role": "system", "content": "Be brief."}, *TOOL_CONVERSATION]
-    rendered = render(tokenizer, with_system, BUILTIN_TEMPLATES["chatml"], tools=TOOLS)
-    assert rendered == "<|im_start|>system\nBe brief.\n\n" + TOOLS_SYSTEM + TOOL_TURNS
-
-
-def test_qwen_puts_the_tools_after_its_default_system_prompt(tokenizer):
-    rendered = render(tokenizer, TOOL_CONVERSATION, BUILTIN_TEMPLATES["qwen"], tools=TOOLS)
-    assert rendered == "<|im_start|>system\nYou are a helpful assistant.\n\n" + TOOLS_SYSTEM + TOOL_TURNS
-    with_system = [{"role": "system", "content": "Be brief."}, *TOOL_CONVERSATION]
-    rendered = render(tokenizer, with_system, BUILTIN_TEMPLATES["qwen"], tools=TOOLS)
+    rendered = render(tokenizer, with_system, BUILTIN_TEMPLATES[name], tools=TOOLS)
     assert rendered == "<|im_start|>system\nBe brief.\n\n" + TOOLS_SYSTEM + TOOL_TURNS
 
 
