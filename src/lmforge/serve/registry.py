@@ -52,6 +52,11 @@ def load_served(cfg: ServeConfig):
 
     model, tokenizer = load_for_inference(cfg.model, cfg.device, cfg.trust_remote_code, dtype=cfg.dtype)
     max_len = cfg.max_model_len or int(getattr(model.config, "max_position_embeddings", 2048))
+    window = getattr(model.config, "sliding_window", None) if getattr(model.config, "use_sliding_window", True) \
+        else None
+    if window and window < max_len:
+        log.warning("the engine attends over the whole context; this model was trained with a %d-token sliding "
+                    "window, so replies past %d tokens of context may differ from transformers'", window, window)
     created = int(time.time())
     base_id = cfg.name or Path(cfg.model).resolve().name
     served = {base_id: _served(base_id, tokenizer, model.generation_config, max_len, None, created)}
