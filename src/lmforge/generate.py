@@ -71,7 +71,7 @@ def _generate(model, tokenizer, batch: dict, max_new_tokens: int, temperature: f
             **batch, max_new_tokens=max_new_tokens, do_sample=temperature > 0, top_k=None, **sampling,
             pad_token_id=tokenizer.pad_token_id, stop_strings=list(stop) or None, tokenizer=tokenizer,
         )
-    stop_ids = set(_as_list(model.generation_config.eos_token_id)) | {tokenizer.pad_token_id}
+    stop_ids = set(as_id_list(model.generation_config.eos_token_id)) | {tokenizer.pad_token_id}
     completions = []
     for row in out[:, batch["input_ids"].shape[1] :].tolist():
         tokens = next((i for i, token in enumerate(row) if token in stop_ids), len(row))
@@ -82,7 +82,8 @@ def _generate(model, tokenizer, batch: dict, max_new_tokens: int, temperature: f
     return completions
 
 
-def _as_list(value) -> list[int]:
+def as_id_list(value) -> list[int]:
+    """A config's token id field (one id, a list of them, or None) as a list."""
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]

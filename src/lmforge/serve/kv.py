@@ -106,8 +106,7 @@ class BatchKV:
 
     def row(self, index: int) -> Layers:
         """One row's real tokens, copied out (for the prefix cache)."""
-        length = int(self.mask[index, self.start : self.end].sum())
-        columns = slice(self.end - length, self.end)
+        columns = slice(self.end - self.real_tokens(index), self.end)
         return [(keys[index : index + 1, :, columns].clone(), values[index : index + 1, :, columns].clone())
                 for keys, values in self.stores]
 

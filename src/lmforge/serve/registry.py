@@ -75,10 +75,11 @@ def load_served(cfg: ServeConfig):
 
 
 def _served(model_id: str, tokenizer, generation_config, max_len: int, adapter: str | None, created: int):
+    from lmforge.generate import as_id_list
     from lmforge.templates import end_of_turn_ids, resolve_template
 
     template = resolve_template(tokenizer, "auto")
-    stops = _as_list(getattr(generation_config, "eos_token_id", None)) + [tokenizer.eos_token_id]
+    stops = as_id_list(getattr(generation_config, "eos_token_id", None)) + [tokenizer.eos_token_id]
     stops += end_of_turn_ids(tokenizer, template)[:1]
     stop_ids = sorted({token for token in stops if token is not None})
     return ServedModel(model_id, tokenizer, template, stop_ids, max_len, adapter, created)
@@ -104,9 +105,3 @@ def _generation_config(path: str, model):
 def _warn_if_other_base(adapter: str, recorded: Path, served: Path) -> None:
     if recorded.resolve() != served.resolve():
         log.warning("adapter %s was trained on %s, not on the served model %s", adapter, recorded, served)
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]

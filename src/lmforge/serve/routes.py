@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
+import uuid
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from lmforge.serve.app import (STATIC, APIError, Choice, Generation, Server, completion_id, encode_embedding,
-                               error_body, sse)
+from lmforge.serve.app import STATIC, APIError, Choice, Generation, Server, error_body, sse
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from lmforge.serve.tools import ContentDelta, ToolStreamParser, parse_tool_calls, tool_grammar
 
@@ -336,3 +338,13 @@ def _embed_inputs(embedder, inputs: list, server: Server) -> tuple[list[list[flo
     if sum(len(item) for item in ids) > MAX_EMBEDDING_TOKENS:
         raise APIError(400, f"at most {MAX_EMBEDDING_TOKENS} input tokens per request", param="input")
     return embedder.embed(ids), sum(len(item) for item in ids)
+
+
+def encode_embedding(vector: list[float], encoding: str):
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def completion_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
