@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lmforge.models import PRESET_SHAPES, build_from_preset, count_parameters, load_model, pick_dtype
-from lmforge.train.config import ModelConfig
+from lmforge.config import ModelConfig
 
 
 class FakeVocab:
@@ -54,7 +54,8 @@ def test_config_choices_match_what_is_implemented():
     import typing
 
     from lmforge.templates import BUILTIN_TEMPLATES
-    from lmforge.train.config import Preset, Template
+    from lmforge.config import Preset
+    from lmforge.train.config import Template
 
     assert set(typing.get_args(Preset)) == set(PRESET_SHAPES)
     assert set(typing.get_args(Template)) == {"auto", *BUILTIN_TEMPLATES}

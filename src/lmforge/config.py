@@ -9,10 +9,10 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -26,6 +26,32 @@ class Section(BaseModel):
     """Base of every config block: unknown keys are rejected before pydantic sees them."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+Preset = Literal["nano", "micro", "mini", "small", "0.5b"]
+
+
+class ModelConfig(Section):
+    preset: Preset | None = Field(
+        None, description="build a new Llama-architecture model of this size from scratch"
+    )
+    path: str | None = Field(None, description="local Hugging Face model directory to start from")
+    tokenizer: str | None = Field(None, description="tokenizer directory (default: the model's own)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="compute dtype; auto = bf16 on CUDA, fp32 on CPU, and training autocasts to bf16 "
+        "(fp32 master weights) on CPUs with native bf16 matmuls"
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    attn_implementation: str = Field("sdpa", description="attention kernel passed to transformers")
+    trust_remote_code: bool = Field(False, description="run Python code shipped inside the model directory")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.preset is None) == (self.path is None):
+            raise ValueError("set exactly one of model.preset (from scratch) or model.path (a model directory)")
+        if self.preset is not None and self.tokenizer is None:
+            raise ValueError("model.preset needs model.tokenizer (train one with `lmforge tokenizer train`)")
+        return self
 
 
 def nested_section(annotation: Any) -> type[Section] | None:

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from lmforge.config import Section
 from lmforge.runs import last_record, read_metrics
-from lmforge.train.config import Preset
+from lmforge.config import Preset
 
 log = logging.getLogger("lmforge.demo")
 

@@ -33,7 +33,7 @@ def export(cfg: ExportConfig, overwrite: bool = False) -> Path:
     """Merge in fp32 on the CPU (exact up to the final cast) and publish the folder in one rename."""
     from lmforge.models import adapter_tokenizer, load_model, merge_adapter, save_model
     from lmforge.runs import atomic_write_text, fresh_partial, publish, refuse_to_replace
-    from lmforge.train.config import ModelConfig
+    from lmforge.config import ModelConfig
 
     base, adapter = resolve_sources(cfg)
     final = Path(cfg.output)

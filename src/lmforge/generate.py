@@ -82,25 +82,6 @@ def _generate(model, tokenizer, batch: dict, max_new_tokens: int, temperature: f
     return completions
 
 
-def as_id_list(value) -> list[int]:
-    """A config's token id field (one id, a list of them, or None) as a list."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def left_pad(prompts: Sequence[list[int]], pad_id: int, device) -> dict:
-    import torch
-
-    width = max(len(p) for p in prompts)
-    ids = [[pad_id] * (width - len(p)) + list(p) for p in prompts]
-    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
-    return {
-        "input_ids": torch.tensor(ids, device=device),
-        "attention_mask": torch.tensor(mask, device=device),
-    }
-
-
 def chat_replies(model, tokenizer, conversations: Sequence[list[dict]], **kwargs) -> list[str]:
     from lmforge.templates import encode_prompt
 

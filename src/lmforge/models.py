@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.train.config import ModelConfig
+from lmforge.config import ModelConfig
 
 log = logging.getLogger("lmforge.models")
 
@@ -270,3 +270,10 @@ def save_companions(model, tokenizer, out: Path) -> None:
 def _require_local_dir(path: str | Path | None, what: str) -> None:
     if path is None or not Path(path).is_dir():
         raise FileNotFoundError(f"{what} directory not found: {path} (lmforge loads local directories only)")
+
+
+def as_id_list(value) -> list[int]:
+    """A config's token id field (one id, a list of them, or None) as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

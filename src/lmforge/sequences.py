@@ -100,3 +100,15 @@ class Collator:
         else:
             batch["attention_mask"] = [[1] * len(row) + [0] * (width - len(row)) for row in rows]
         return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> dict:
+    """Prompts of different lengths as one batch for generation: padding on the left, so every row ends at its
+    last real token."""
+    width = max(len(p) for p in prompts)
+    ids = [[pad_id] * (width - len(p)) + list(p) for p in prompts]
+    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    return {
+        "input_ids": torch.tensor(ids, device=device),
+        "attention_mask": torch.tensor(mask, device=device),
+    }

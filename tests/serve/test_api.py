@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import struct
 import time
 
@@ -234,23 +235,27 @@ def test_text_completion_with_echo_and_logprobs(client):
     assert "Kelmar is a city" + streamed == choice.text
 
 
-@pytest.mark.parametrize("body, status, words", [
-    (b'{"model": "nano", "messages": [', 400, "malformed JSON"),
-    (b'{"model": "nano", "messages": "hello"}', 400, "messages"),
+@pytest.mark.parametrize("body, status, words, param", [
+    (b'{"model": "nano", "messages": [', 400, "malformed JSON", None),
+    (b'{"model": "nano", "messages": "hello"}', 400, "messages", "messages"),
     (b'{"model": "nano", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', 400,
-     "temperature"),
-    (b'{"model": "nano", "messages": [{"role": "wizard", "content": "hi"}]}', 400, "role"),
-    (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "gpt-9"),
-    (json.dumps({"model": "nano", "messages": USER, "max_tokens": CONTEXT}).encode(), 400, f"{CONTEXT} tokens"),
+     "temperature", "temperature"),
+    (b'{"model": "nano", "messages": [{"role": "wizard", "content": "hi"}]}', 400, "role", "messages.0.role"),
+    (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "gpt-9", "model"),
+    (json.dumps({"model": "nano", "messages": USER, "max_tokens": CONTEXT}).encode(), 400, f"{CONTEXT} tokens",
+     "max_tokens"),
+    (json.dumps({"model": "nano", "messages": [{"role": "user", "content": "x " * CONTEXT}]}).encode(), 400,
+     "leaves no room for a reply", "messages"),
     (json.dumps({"model": "nano", "messages": [{"role": "user", "content": "x" * 70_000}]}).encode(), 413,
-     "limit"),
+     "limit", None),
 ])
-def test_bad_requests_get_openai_errors(api_url, body, status, words):
+def test_bad_requests_get_openai_errors(api_url, body, status, words, param):
     response = httpx.post(f"{api_url}/v1/chat/completions", content=body,
                           headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == status
     error = response.json()["error"]
-    assert words in error["message"] and error["type"]
+    assert words in error["message"] and error["type"] and error["param"] == param
+    assert not re.search(r"\s-\d", error["message"])  # no negative token counts
 
 
 @pytest.mark.parametrize("extra, words", [

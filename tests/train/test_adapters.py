@@ -250,7 +250,7 @@ def test_lora_on_a_tied_embedding_trains_one_matrix_and_merges_it_once(tmp_path)
 
 def test_adapter_folders_naming_each_other_as_base_fail_clearly(tmp_path, tokenizer_dir):
     from lmforge.models import load_model
-    from lmforge.train.config import ModelConfig
+    from lmforge.config import ModelConfig
 
     for name, other in (("a", "b"), ("b", "a")):
         (tmp_path / name).mkdir()

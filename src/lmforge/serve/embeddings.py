@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from lmforge.serve.registry import BASE_ADAPTER
+from lmforge.engine import BASE_ADAPTER
 
 
 class HiddenStateEmbedder:
@@ -18,7 +18,7 @@ class HiddenStateEmbedder:
     def embed(self, inputs: list[list[int]]) -> list[list[float]]:
         import torch
 
-        from lmforge.generate import left_pad
+        from lmforge.sequences import left_pad
 
         batch = left_pad(inputs, self.served.tokenizer.pad_token_id, next(self.model.parameters()).device)
         extra = {"adapter_names": [self.served.adapter or BASE_ADAPTER] * len(inputs)} if self.uses_adapters else {}

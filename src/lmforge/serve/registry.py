@@ -4,26 +4,22 @@ template and stop tokens its run trained with."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.engine import Target, stop_ids_for
 from lmforge.serve.config import ServeConfig
 
 log = logging.getLogger("lmforge.serve")
 
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 
+@dataclass(kw_only=True)
+class ServedModel(Target):
+    """A model id the server answers for: the engine's target, with its chat template."""
 
-@dataclass
-class ServedModel:
     id: str
-    tokenizer: object
     template: str
-    stop_ids: list[int]
-    max_len: int
-    adapter: str | None = None
     created: int = 0
-    _guidance: object = field(default=None, repr=False)
 
     def chat_prompt(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         """The tokens SFT trained on before the reply, rendered by the same function."""
@@ -33,15 +29,6 @@ class ServedModel:
 
     def text_prompt(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def guidance_tokenizer(self, vocab_size: int):
-        """llguidance's view of the vocabulary, built on first use (constrained decoding)."""
-        if self._guidance is None:
-            import llguidance.hf
-
-            self._guidance = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=vocab_size,
-                                                          eos_token=self.stop_ids)
-        return self._guidance
 
 
 def load_served(cfg: ServeConfig):
@@ -75,14 +62,12 @@ def load_served(cfg: ServeConfig):
 
 
 def _served(model_id: str, tokenizer, generation_config, max_len: int, adapter: str | None, created: int):
-    from lmforge.generate import as_id_list
-    from lmforge.templates import end_of_turn_ids, resolve_template
+    from lmforge.templates import resolve_template
 
     template = resolve_template(tokenizer, "auto")
-    stops = as_id_list(getattr(generation_config, "eos_token_id", None)) + [tokenizer.eos_token_id]
-    stops += end_of_turn_ids(tokenizer, template)[:1]
-    stop_ids = sorted({token for token in stops if token is not None})
-    return ServedModel(model_id, tokenizer, template, stop_ids, max_len, adapter, created)
+    return ServedModel(id=model_id, tokenizer=tokenizer, template=template,
+                       stop_ids=stop_ids_for(tokenizer, generation_config, template), max_len=max_len,
+                       adapter=adapter, created=created)
 
 
 def _attach(model, name: str, path: str):

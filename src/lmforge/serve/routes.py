@@ -6,17 +6,19 @@ import base64
 import struct
 import time
 import uuid
+from pathlib import Path
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
-from lmforge.serve.app import STATIC, APIError, Choice, Generation, Server, error_body, sse
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from lmforge.serve.server import APIError, Choice, Generation, Server, error_body, sse
 from lmforge.serve.tools import ContentDelta, ToolStreamParser, parse_tool_calls, tool_grammar
 
 MAX_EMBEDDING_TOKENS = 32768
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STATIC = Path(__file__).parent / "static"
 
 
 KNOWN_PATHS = {"/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}

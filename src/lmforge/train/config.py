@@ -6,34 +6,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lmforge.config import Section
+from lmforge.config import ModelConfig, Section
 
-Preset = Literal["nano", "micro", "mini", "small", "0.5b"]
 Template = Literal["auto", "chatml", "llama3", "qwen", "alpaca", "plain"]
 ADAPTER_METHODS = ("lora", "dora", "qlora")
-
-
-class ModelConfig(Section):
-    preset: Preset | None = Field(
-        None, description="build a new Llama-architecture model of this size from scratch"
-    )
-    path: str | None = Field(None, description="local Hugging Face model directory to start from")
-    tokenizer: str | None = Field(None, description="tokenizer directory (default: the model's own)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="compute dtype; auto = bf16 on CUDA, fp32 on CPU, and training autocasts to bf16 "
-        "(fp32 master weights) on CPUs with native bf16 matmuls"
-    )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
-    attn_implementation: str = Field("sdpa", description="attention kernel passed to transformers")
-    trust_remote_code: bool = Field(False, description="run Python code shipped inside the model directory")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "ModelConfig":
-        if (self.preset is None) == (self.path is None):
-            raise ValueError("set exactly one of model.preset (from scratch) or model.path (a model directory)")
-        if self.preset is not None and self.tokenizer is None:
-            raise ValueError("model.preset needs model.tokenizer (train one with `lmforge tokenizer train`)")
-        return self
 
 
 class DataConfig(Section):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.generate import left_pad
+from lmforge.sequences import left_pad
 from lmforge.losses import group_advantages, grpo_loss, token_logps
 from lmforge.train.config import TrainRecipe
 from lmforge.train.data import PromptRow

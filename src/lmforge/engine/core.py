@@ -1,8 +1,13 @@
-"""The serving engine: continuous batching over a transformers model.
+"""The generation engine: continuous batching over a transformers model, for every part of lmforge that generates.
 
-One thread owns the model. Between decode steps it admits waiting requests (each prefilled on its own, from the
-longest cached prefix of its prompt, then joined to the batch's cache) and drops finished or cancelled ones, so every
-request joins and leaves the running batch at any step, with its own sampling settings.
+Between decode steps it admits waiting requests (prefilled together, or one by one from the longest cached prefix of
+their prompt) and drops finished or cancelled ones, so every request joins and leaves the running batch at any step,
+with its own sampling settings; the n choices of a request share its prompt's prefill.
+
+Two ways to drive it: `start()` runs the loop on a thread of its own and `submit` feeds it (the server), and
+`generate` runs the same loop in the caller's thread until a list of prompts is done (GRPO rollouts, `lmforge
+generate`, eval generation tasks). Written here rather than taken from vLLM or transformers' continuous batching
+because it must run on the very model object a stage is training, on CPUs, with peft adapters per row.
 """
 
 from __future__ import annotations
@@ -15,11 +20,68 @@ from typing import Callable
 
 import torch
 
-from lmforge.serve.kv import BatchKV, Layers, PrefixCache, cache_layers, new_cache
-from lmforge.serve.registry import BASE_ADAPTER, ServedModel
-from lmforge.serve.sampling import Picked, RowState, SamplingParams, new_generator, pick_tokens
+from lmforge.engine.kv import BatchKV, Layers, PrefixCache, cache_layers, new_cache
+from lmforge.engine.sampling import Picked, RowState, SamplingParams, new_generator, pick_tokens
+from lmforge.engine.text import TextStream
 
-log = logging.getLogger("lmforge.serve")
+log = logging.getLogger("lmforge.engine")
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+
+@dataclass(kw_only=True)
+class Target:
+    """What the engine needs to know of the model a request is for: its tokenizer, the tokens that end a reply, its
+    context length, and the peft adapter to apply (None: the base model, or the only adapter when the engine does
+    not route adapters)."""
+
+    tokenizer: object
+    stop_ids: list[int]
+    max_len: int
+    adapter: str | None = None
+    _guidance: object = field(default=None, repr=False)
+
+    def guidance_tokenizer(self, vocab_size: int):
+        """llguidance's view of the vocabulary, built on first use (constrained decoding)."""
+        if self._guidance is None:
+            import llguidance.hf
+
+            self._guidance = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=vocab_size,
+                                                          eos_token=self.stop_ids)
+        return self._guidance
+
+
+def target_for(model, tokenizer, template: str | None = None) -> Target:
+    """The target of a loaded model, with the stop tokens of `stop_ids_for`."""
+    from lmforge.templates import resolve_template
+
+    template = template or resolve_template(tokenizer, "auto")
+    return Target(tokenizer=tokenizer, stop_ids=stop_ids_for(tokenizer, model.generation_config, template),
+                  max_len=int(getattr(model.config, "max_position_embeddings", 2048)))
+
+
+def stop_ids_for(tokenizer, generation_config, template: str) -> list[int]:
+    """Replies end at the generation config's EOS tokens, the tokenizer's EOS and the chat template's end-of-turn
+    marker."""
+    from lmforge.models import as_id_list
+    from lmforge.templates import end_of_turn_ids
+
+    stops = as_id_list(getattr(generation_config, "eos_token_id", None)) + [tokenizer.eos_token_id]
+    stops += end_of_turn_ids(tokenizer, template)[:1]
+    return sorted({token for token in stops if token is not None})
+
+
+@dataclass
+class Completion:
+    """One finished choice of an offline `generate` call. `stop_token` is the token that ended it, when one did
+    (it is not part of `token_ids` or `text`)."""
+
+    prompt_index: int
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    stop_token: int | None = None
 
 
 class QueueFull(RuntimeError):
@@ -38,11 +100,12 @@ class Output:
     text: str
     tokens: list[Picked] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_token: int | None = None
 
 
 @dataclass
 class GenerationRequest:
-    model: ServedModel
+    model: Target
     prompt_ids: list[int]
     params: SamplingParams
     on_output: Callable[[Output], None]
@@ -55,63 +118,11 @@ class GenerationRequest:
         self.cancelled = True
 
 
-class TextStream:
-    """Incremental detokenisation that never sends half a UTF-8 character or the start of a stop string. Each token
-    is decoded in the context of the few before it (not the whole reply again), as tokenizers join pieces
-    differently at the start of a text."""
-
-    CONTEXT = 6
-
-    def __init__(self, tokenizer, stops: list[str]):
-        self.tokenizer, self.stops = tokenizer, [stop for stop in stops if stop]
-        self.ids: list[int] = []
-        self.text, self.sent = "", 0
-        self.decoded = 0  # tokens whose text is in self.text
-
-    def add(self, token: int) -> tuple[str, bool]:
-        """The text that is safe to send now, and whether a stop string ended the reply."""
-        self.ids.append(token)
-        self._decode_new()
-        cut = self._stop_position()
-        if cut is not None:
-            self.text = self.text[:cut]
-            return self.flush(), True
-        safe = len(self.text) - max((_overlap(self.text, stop) for stop in self.stops), default=0)
-        delta, self.sent = self.text[self.sent : max(safe, self.sent)], max(safe, self.sent)
-        return delta, False
-
-    def flush(self) -> str:
-        if self.decoded < len(self.ids):
-            self.text += self.tokenizer.decode(self.ids[self.decoded :], skip_special_tokens=True)
-            self.decoded = len(self.ids)
-        delta, self.sent = self.text[self.sent :], len(self.text)
-        return delta
-
-    def _decode_new(self) -> None:
-        context = max(0, self.decoded - self.CONTEXT)
-        before = self.tokenizer.decode(self.ids[context : self.decoded], skip_special_tokens=True)
-        after = self.tokenizer.decode(self.ids[context:], skip_special_tokens=True)
-        if after.endswith("\ufffd") or not after.startswith(before):
-            return  # half a character so far: wait for the rest of its bytes
-        self.text += after[len(before) :]
-        self.decoded = len(self.ids)
-
-    def _stop_position(self) -> int | None:
-        start = max(0, self.sent - max((len(stop) for stop in self.stops), default=0))
-        found = [position for stop in self.stops if (position := self.text.find(stop, start)) >= 0]
-        return min(found) if found else None
-
-
 def _cache_keyword(model) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); take whichever this model's forward has."""
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest end of `text` that begins `stop`."""
-    return next((size for size in range(min(len(text), len(stop) - 1), 0, -1) if text.endswith(stop[:size])), 0)
 
 
 @dataclass
@@ -131,13 +142,17 @@ class Sequence:
 
 
 class Engine:
-    def __init__(self, model, max_batch_size: int = 32, max_queue: int = 256, prefix_cache_tokens: int = 32768):
+    """`route_adapters`: each request names its peft adapter (a served base model and its adapters in one batch);
+    off, every request runs the model as it is, with its active adapter (a LoRA stage's policy)."""
+
+    def __init__(self, model, max_batch_size: int = 32, max_queue: int = 256, prefix_cache_tokens: int = 32768,
+                 route_adapters: bool = False):
         self.model = model
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device
-        self.uses_adapters = hasattr(model, "peft_config")
-        self.cache_keyword = _cache_keyword(model.get_base_model() if self.uses_adapters else model)
+        self.uses_adapters = route_adapters and hasattr(model, "peft_config")
+        self.cache_keyword = _cache_keyword(model.get_base_model() if hasattr(model, "peft_config") else model)
         self.prefix = PrefixCache(prefix_cache_tokens)
         self.waiting: deque[GenerationRequest] = deque()
         self.running: list[Sequence] = []
@@ -172,6 +187,38 @@ class Engine:
                 raise QueueFull(f"{len(self.waiting)} requests are already waiting (--max-queue {self.max_queue})")
             self.waiting.append(request)
             self.wakeup.notify()
+
+    def generate(self, target: Target, prompts: list[list[int]], params: SamplingParams, n: int = 1,
+                 on_done: Callable[[int], None] | None = None) -> list[Completion]:
+        """Every prompt's n completions, prompt by prompt, generated in the calling thread (no thread, event loop or
+        HTTP). The model runs in eval mode under no_grad, so a training stage samples from the very weights it is
+        training; its train/eval mode is restored afterwards (a model whose weights change between calls wants
+        `prefix_cache_tokens=0`, or cached prefixes would be stale). `on_done(k)` is told of k prompts finished.
+        A seeded `params` gives choice i of every prompt the seed `params.seed + i`."""
+        if self.thread is not None:
+            raise RuntimeError("this engine runs on its own thread; submit requests to it instead")
+        if n > self.max_batch_size:
+            raise ValueError(f"n={n} is more than the {self.max_batch_size} sequences one batch holds")
+        collected = [_Collected(index, n, on_done) for index in range(len(prompts))]
+        errors: list[str] = []
+        with self.wakeup:
+            self.waiting.extend(GenerationRequest(target, list(prompt), params, collected[index].add, errors.append,
+                                                  n=n) for index, prompt in enumerate(prompts))
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                while self.waiting or self.running:
+                    self._admit()
+                    if self.running:
+                        self._guarded_step()
+                    if errors:
+                        raise RuntimeError(errors[0])
+        finally:
+            self.waiting.clear()
+            self.running, self.batch = [], None
+            self.model.train(was_training)
+        return [completion for item in collected for completion in item.completions()]
 
     @property
     def healthy(self) -> bool:
@@ -269,7 +316,7 @@ class Engine:
 
     def _prefill_together(self, requests: list[GenerationRequest]) -> list[tuple]:
         """One left-padded forward pass over several prompts; each row's real tokens are the end of its cache."""
-        from lmforge.generate import left_pad
+        from lmforge.sequences import left_pad
 
         inputs = left_pad([request.prompt_ids for request in requests], 0, self.device)
         positions = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
@@ -344,7 +391,7 @@ class Engine:
             fed = self.batch.real_tokens(index)
             self.prefix.store(sequence.request.model.adapter, sequence.tokens[:fed], self.batch.row(index))
 
-    def _adapters(self, models: list[ServedModel]) -> dict:
+    def _adapters(self, models: list[Target]) -> dict:
         if not self.uses_adapters:
             return {}
         return {"adapter_names": [model.adapter or BASE_ADAPTER for model in models]}
@@ -356,7 +403,7 @@ class Engine:
         if matcher is not None and not matcher.consume_token(token):
             log.warning("constrained decoding stopped: %s", matcher.get_error())
         if token in request.model.stop_ids:
-            self._finish(sequence, "stop", [])
+            self._finish(sequence, "stop", [], stop_token=token)
             return
         sequence.tokens.append(token)
         sequence.state.record(token)
@@ -370,7 +417,30 @@ class Engine:
         else:
             request.on_output(Output(sequence.index, text, [pick]))
 
-    def _finish(self, sequence: Sequence, reason: str, picks: list[Picked], text: str | None = None) -> None:
+    def _finish(self, sequence: Sequence, reason: str, picks: list[Picked], text: str | None = None,
+                stop_token: int | None = None) -> None:
         sequence.finish_reason = reason
         text = sequence.stream.flush() if text is None else text + sequence.stream.flush()
-        sequence.request.on_output(Output(sequence.index, text, picks, reason))
+        sequence.request.on_output(Output(sequence.index, text, picks, reason, stop_token))
+
+
+class _Collected:
+    """The outputs of one prompt's choices in an offline `generate` call, until all have finished."""
+
+    def __init__(self, prompt_index: int, n: int, on_done: Callable[[int], None] | None):
+        self.prompt_index, self.on_done = prompt_index, on_done
+        self.texts: list[list[str]] = [[] for _ in range(n)]
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.finished: list[Output | None] = [None] * n
+
+    def add(self, output: Output) -> None:
+        self.texts[output.index].append(output.text)
+        self.tokens[output.index] += [pick.token for pick in output.tokens]
+        if output.finish_reason is not None:
+            self.finished[output.index] = output
+            if self.on_done and all(self.finished):
+                self.on_done(1)
+
+    def completions(self) -> list[Completion]:
+        return [Completion(self.prompt_index, index, "".join(texts), tokens, end.finish_reason, end.stop_token)
+                for index, (texts, tokens, end) in enumerate(zip(self.texts, self.tokens, self.finished))]

@@ -1,6 +1,6 @@
 import torch
 
-from lmforge.serve.kv import BatchKV, PrefixCache
+from lmforge.engine.kv import BatchKV, PrefixCache
 
 HEADS, DIM = 2, 3
 

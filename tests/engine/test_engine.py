@@ -4,10 +4,10 @@ import time
 import pytest
 import torch
 
-from lmforge.serve.config import ServeConfig
-from lmforge.serve.engine import Engine, EngineDown, GenerationRequest, QueueFull, TextStream
-from lmforge.serve.registry import load_served
-from lmforge.serve.sampling import SamplingParams
+from lmforge.engine import Engine, EngineDown, GenerationRequest, QueueFull, SamplingParams, target_for
+from lmforge.engine.text import TextStream
+from lmforge.models import load_for_inference
+from lmforge.templates import encode_prompt
 
 QUESTIONS = ["Where was Alda Vorn born?", "Which river flows through Kelmar?", "Alda Vorn出生在哪里？",
              "What is 12 + 30? Explain every step of the sum, slowly and carefully.", "Hi"]
@@ -15,12 +15,12 @@ QUESTIONS = ["Where was Alda Vorn born?", "Which river flows through Kelmar?", "
 
 @pytest.fixture(scope="module")
 def served(nano_model_dir):
-    model, models = load_served(ServeConfig(model=str(nano_model_dir)))
-    return model, next(iter(models.values()))
+    model, tokenizer = load_for_inference(str(nano_model_dir), "cpu")
+    return model, target_for(model, tokenizer)
 
 
-def chat_prompt(served_model, question: str) -> list[int]:
-    return served_model.chat_prompt([{"role": "user", "content": question}])
+def chat_prompt(target, question: str) -> list[int]:
+    return encode_prompt(target.tokenizer, [{"role": "user", "content": question}], target.tokenizer.chat_template)
 
 
 class Collector:
@@ -226,3 +226,41 @@ def test_text_stream_holds_back_a_possible_stop_and_partial_characters():
     assert stream.add(ord("N")) == ("", False)
     assert stream.add(ord("D")) == ("", True)
     assert stream.text == "abExé"
+
+
+def test_offline_generate_equals_hf_generate_single_and_n(served):
+    model, target = served
+    prompts = [chat_prompt(target, question) for question in QUESTIONS]
+    engine = Engine(model, max_batch_size=4)  # fewer slots than prompts: rows join and leave
+    alone = engine.generate(target, prompts[:1], SamplingParams(20, 0))
+    together = engine.generate(target, prompts, SamplingParams(20, 0), n=2)
+    assert alone[0].token_ids == hf_greedy(model, target, prompts[0], 20)
+    assert [(c.prompt_index, c.index) for c in together] == [(p, i) for p in range(len(prompts)) for i in range(2)]
+    for completion in together:
+        expected = hf_greedy(model, target, prompts[completion.prompt_index], 20)
+        assert completion.token_ids == expected
+        assert completion.text == target.tokenizer.decode(expected, skip_special_tokens=True)
+        assert completion.finish_reason == ("length" if len(expected) == 20 else "stop")
+    assert engine.thread is None and not engine.running and not engine.waiting
+
+
+def test_offline_n_samples_share_the_prefill_and_are_seeded(served):
+    model, target = served
+    prompt = chat_prompt(target, "Hi")
+    engine = Engine(model)
+    params = SamplingParams(12, temperature=1.0, seed=3)
+    first = engine.generate(target, [prompt], params, n=4)
+    assert engine.prompt_tokens == len(prompt)
+    assert len({tuple(c.token_ids) for c in first}) > 1
+    assert [c.token_ids for c in engine.generate(target, [prompt], params, n=4)] == [c.token_ids for c in first]
+
+
+def test_offline_generate_restores_training_mode_and_raises_on_failure(served):
+    model, target = served
+    model.train()
+    try:
+        with pytest.raises(RuntimeError, match="grammar"):
+            Engine(model).generate(target, [chat_prompt(target, "Hi")], SamplingParams(4, 0, grammar="nonsense"))
+        assert model.training
+    finally:
+        model.eval()
