@@ -188,13 +188,14 @@ class Engine:
             self.waiting.append(request)
             self.wakeup.notify()
 
-    def generate(self, target: Target, prompts: list[list[int]], params: SamplingParams, n: int = 1,
-                 on_done: Callable[[int], None] | None = None) -> list[Completion]:
+    def generate(self, target: Target, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
+                 n: int = 1, on_done: Callable[[int], None] | None = None) -> list[Completion]:
         """Every prompt's n completions, prompt by prompt, generated in the calling thread (no thread, event loop or
         HTTP). The model runs in eval mode under no_grad, so a training stage samples from the very weights it is
         training; its train/eval mode is restored afterwards (a model whose weights change between calls wants
         `prefix_cache_tokens=0`, or cached prefixes would be stale). `on_done(k)` is told of k prompts finished.
-        A seeded `params` gives choice i of every prompt the seed `params.seed + i`."""
+        `params` holds for every prompt, or is a list with one per prompt; a seeded one gives choice i the seed
+        `seed + i`."""
         if self.thread is not None:
             raise RuntimeError("this engine runs on its own thread; submit requests to it instead")
         if n > self.max_batch_size:
@@ -202,8 +203,9 @@ class Engine:
         collected = [_Collected(index, n, on_done) for index in range(len(prompts))]
         errors: list[str] = []
         with self.wakeup:
-            self.waiting.extend(GenerationRequest(target, list(prompt), params, collected[index].add, errors.append,
-                                                  n=n) for index, prompt in enumerate(prompts))
+            per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+            self.waiting.extend(GenerationRequest(target, list(prompt), per_prompt[index], collected[index].add,
+                                                  errors.append, n=n) for index, prompt in enumerate(prompts))
         was_training = self.model.training
         self.model.eval()
         try:

@@ -26,7 +26,7 @@ class EvalConfig(Section):
     max_new_tokens: int | None = Field(None, ge=1, description="generation length (None: the task's)")
     max_length: int | None = Field(None, ge=8, description="context window in tokens (None: the model's)")
     batch_tokens: int = Field(16384, ge=1, description="token budget of one log-likelihood batch")
-    batch_size: int = Field(32, ge=1, description="prompts per generation batch")
+    batch_size: int = Field(32, ge=1, description="sequences the engine decodes together (generation tasks)")
     bootstrap_iters: int = Field(1000, ge=2, description="bootstrap resamples for standard errors")
     name: str | None = Field(None, description="run folder name (default: eval-<model folder name>)")
     output_dir: str = Field("runs", description="folder that holds run folders")

@@ -131,23 +131,24 @@ def _choice_samples(model, tokenizer, task: Task, docs: list[Doc], prompts: list
 
 def _generation_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalConfig, progress) -> list[dict]:
     from lmforge.eval.metrics import generation_sample_metrics
+    from lmforge.engine import SamplingParams
     from lmforge.eval.scoring import tokenize_context
-    from lmforge.generate import generate_batch
+    from lmforge.generate import generate_texts
 
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     room = context_window(model, cfg) - max_new_tokens
     if room < 1:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the context window")
     ids = [tokenize_context(tokenizer, p)[-room:] for p in prompts]
-    completions = generate_batch(model, tokenizer, ids, max_new_tokens, batch_size=cfg.batch_size, stop=task.until,
-                                 on_batch=progress)
+    completions = generate_texts(model, tokenizer, ids, SamplingParams(max_new_tokens, 0, stop=list(task.until)),
+                                 batch_size=cfg.batch_size, on_done=progress)
     samples = []
     for doc, prompt, done in zip(docs, prompts, completions):
         prediction = task.extract(done.text) if task.extract else done.text.strip()
         samples.append({
             "id": doc.id, "subject": doc.subject, "query": doc.query, "prompt": prompt, "output": done.text, "prediction": prediction,
             "gold": str(doc.gold), "reference": doc.target, "finish_reason": done.finish_reason,
-            "output_tokens": done.tokens, "max_new_tokens": max_new_tokens, "json_expected": "json_valid" in task.metrics,
+            "output_tokens": len(done.token_ids), "max_new_tokens": max_new_tokens, "json_expected": "json_valid" in task.metrics,
             "metrics": generation_sample_metrics(task.metrics, prediction, str(doc.gold), done.text),
         })
     return samples

@@ -1,6 +1,7 @@
-"""The grpo stage: online RL. Each step samples `grpo.group_size` completions per prompt from the current model,
-scores them with the recipe's reward functions, and raises the likelihood of completions that beat their group's
-mean, with a KL penalty to the reference model."""
+"""The grpo stage: online RL. Each step samples `grpo.group_size` completions per prompt from the current model
+through the shared engine (continuous batching; a prompt's group shares its prefill), scores them with the recipe's
+reward functions, and raises the likelihood of completions that beat their group's mean, with a KL penalty to the
+reference model."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.sequences import left_pad
+from lmforge.engine import Engine, SamplingParams, Target
 from lmforge.losses import group_advantages, grpo_loss, token_logps
 from lmforge.train.config import TrainRecipe
 from lmforge.train.data import PromptRow
@@ -41,6 +43,8 @@ class GrpoTrainer(MetricTrainer):
         self.reference = reference
         self.rewards = rewards
         self.stop_ids = stop_ids
+        self._generator: Engine | None = None
+        self._target: Target | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rollout = self._rollout(model, inputs)
@@ -58,32 +62,42 @@ class GrpoTrainer(MetricTrainer):
         """Log-probs under the distribution the completions were sampled from (logits over the temperature)."""
         return _completion_part(model(**_model_inputs(rollout)).logits / self.settings.temperature, rollout)
 
-    @torch.no_grad()
     def _rollout(self, model, inputs: dict) -> Rollout:
-        """Sample the groups with the model in eval mode (no dropout), then score them."""
-        unwrapped = self.accelerator.unwrap_model(model)
+        """Sample the groups from the weights being trained (the engine runs on the same model object, in eval mode
+        under no_grad: no copy, no weight sync), then score them."""
         group = self.settings.group_size
-        padded = left_pad([ids for ids in inputs["prompt_ids"] for _ in range(group)],
-                          self.processing_class.pad_token_id, unwrapped.device)
-        prompts, prompt_mask = padded["input_ids"], padded["attention_mask"]
-        was_training = unwrapped.training
-        unwrapped.eval()
-        sequences = unwrapped.generate(input_ids=prompts, attention_mask=prompt_mask, **self._sampling())
-        unwrapped.train(was_training)
-        completions = sequences[:, prompts.shape[1]:]
-        completion_mask = _until_stop(completions, self.stop_ids)
+        prompts = inputs["prompt_ids"]
+        completions = self._engine(model).generate(self._target, prompts, self._sampling(len(prompts)), n=group)
         pad_id = self.processing_class.pad_token_id
-        texts = self.processing_class.batch_decode(completions.masked_fill(completion_mask == 0, pad_id),
-                                                   skip_special_tokens=True)
-        rewards = self._score(inputs, texts, group)
-        return Rollout(sequences, torch.cat([prompt_mask, completion_mask], dim=1), completion_mask,
-                       prompts.shape[1], rewards)
+        device = self.accelerator.device
+        padded = left_pad([ids for ids in prompts for _ in range(group)], pad_id, device)
+        answers = [c.token_ids + ([] if c.stop_token is None else [c.stop_token]) for c in completions]
+        width = max(1, max(len(answer) for answer in answers))
+        tokens = torch.tensor([answer + [pad_id] * (width - len(answer)) for answer in answers], device=device)
+        completion_mask = torch.tensor([[1] * len(answer) + [0] * (width - len(answer)) for answer in answers],
+                                       device=device)
+        rewards = self._score(inputs, [c.text for c in completions], group)
+        return Rollout(torch.cat([padded["input_ids"], tokens], dim=1),
+                       torch.cat([padded["attention_mask"], completion_mask], dim=1), completion_mask,
+                       padded["input_ids"].shape[1], rewards)
 
-    def _sampling(self) -> dict:
+    def _engine(self, model):
+        """One engine on the unwrapped model for the whole run; no prefix cache, as the weights change every step."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self._generator is None or self._generator.model is not unwrapped:
+            rows = self.args.per_device_train_batch_size * self.settings.group_size
+            self._generator = Engine(unwrapped, max_batch_size=rows, prefix_cache_tokens=0)
+            self._target = Target(tokenizer=self.processing_class, stop_ids=self.stop_ids,
+                                  max_len=int(getattr(unwrapped.config, "max_position_embeddings", 2048)))
+        return self._generator
+
+    def _sampling(self, prompts: int) -> list[SamplingParams]:
+        """Each prompt's settings, seeded from torch's generator (which the Trainer seeds and checkpoints), so a
+        run and its resume sample the same completions."""
         settings = self.settings
-        return {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p,
-                "top_k": settings.top_k or None, "max_new_tokens": settings.max_new_tokens, "use_cache": True,
-                "eos_token_id": self.stop_ids, "pad_token_id": self.processing_class.pad_token_id}
+        first = int(torch.randint(0, 2**62, (1,)))
+        return [SamplingParams(settings.max_new_tokens, settings.temperature, settings.top_p, settings.top_k,
+                               seed=first + index * settings.group_size) for index in range(prompts)]
 
     def _score(self, inputs: dict, texts: list[str], group: int) -> torch.Tensor:
         messages = [m for m in inputs["messages"] for _ in range(group)]
@@ -94,13 +108,6 @@ class GrpoTrainer(MetricTrainer):
         self.record(reward=rewards, reward_std=rewards.view(-1, group).std(-1),
                     **{name: torch.tensor(value) for name, value in parts.items()})
         return rewards
-
-
-def _until_stop(completions: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
-    """1 for each completion token up to and including its first stop token, 0 after it."""
-    stops = torch.isin(completions, torch.tensor(stop_ids, device=completions.device))
-    after_stop = (stops.cumsum(-1) - stops.long()) > 0
-    return (~after_stop).long()
 
 
 def _model_inputs(rollout: Rollout) -> dict:
