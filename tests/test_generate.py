@@ -1,7 +1,7 @@
 import torch
 
-from lmforge.engine import SamplingParams
-from lmforge.generate import GenerateConfig, generate_texts, run_generate
+from lmforge.engine import SamplingParams, generate_texts
+from lmforge.generate import GenerateConfig, run_generate
 from lmforge.models import build_from_preset
 from lmforge.templates import encode_prompt
 

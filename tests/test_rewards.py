@@ -22,10 +22,10 @@ def score(name, completions, options=None, **columns):
 # ---------------------------------------------------------------- exact_match
 
 
-def test_gsm8k_marker_takes_the_number_after_the_last_one():
+def test_gsm8k_marker_takes_the_number_after_the_first_one_as_lm_eval_does():
     completions = ["6 * 7 = 42\n#### 42", "#### 41 wait, recount. #### 42", "#### 42\nCheck: 40 + 2 = 42, not 43"]
-    assert exact_match([], completions, answer=["42"] * 3) == [1.0, 1.0, 1.0]
-    assert exact_match([], ["#### 41 wait, recount. #### 42"], answer=["41"]) == [0.0]
+    assert exact_match([], completions, answer=["42"] * 3) == [1.0, 0.0, 1.0]
+    assert exact_match([], ["#### 41 wait, recount. #### 42"], answer=["41"]) == [1.0]
 
 
 def test_final_number_of_an_english_and_a_chinese_working():
@@ -39,9 +39,8 @@ def test_thousands_commas_and_numeric_equality():
     assert exact_match([], completions, answer=["1234", "1,234", "65", "65"]) == [1.0, 1.0, 1.0, 0.0]
 
 
-def test_a_minus_sign_counts_only_where_it_is_not_a_subtraction():
+def test_negative_answers():
     assert extract_answer("it falls by -4", "6") == "-4"
-    assert extract_answer("so 10-4", "6") == "4"
     assert exact_match([], ["The change is -5."], answer=["-5"]) == [1.0]
 
 

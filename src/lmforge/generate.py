@@ -1,9 +1,6 @@
-"""`lmforge generate`: quick looks at a model's replies, through the chat template it was trained with, and
-`generate_texts`, the engine for stages that generate from a loaded model."""
+"""`lmforge generate`: quick looks at a model's replies, through the chat template it was trained with."""
 
 from __future__ import annotations
-
-from typing import Callable
 
 from pydantic import Field
 
@@ -27,18 +24,8 @@ def conversation(prompt: str, system: str | None = None) -> list[dict]:
     return [*head, {"role": "user", "content": prompt}]
 
 
-def generate_texts(model, tokenizer, prompts: list[list[int]], params, n: int = 1, batch_size: int = 32,
-                   on_done: Callable[[int], None] | None = None) -> list:
-    """Completions of token prompts through the engine (continuous batching, n samples sharing a prompt's
-    prefill), ending at the model's stop tokens, its chat template's end of turn, or a stop string in `params`."""
-    from lmforge.engine import Engine, target_for
-
-    engine = Engine(model, max_batch_size=max(batch_size, n))
-    return engine.generate(target_for(model, tokenizer), prompts, params, n, on_done)
-
-
 def run_generate(cfg: GenerateConfig) -> list[str]:
-    from lmforge.engine import SamplingParams
+    from lmforge.engine import SamplingParams, generate_texts
     from lmforge.models import load_for_inference
     from lmforge.templates import encode_prompt
 

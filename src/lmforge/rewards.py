@@ -22,36 +22,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from lmforge.eval.metrics import is_json, normalize_answer, repetition_rate, same_answer
+from lmforge.answers import extract_answer, is_json, repetition_rate, same_answer
 
 RewardFunction = Callable[..., list]
-
-_GSM8K_MARKER = "####"
-# A minus only where it cannot be a subtraction ("10-4" is 10 and 4); thousands commas only in groups of three.
-_NUMBER = re.compile(r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?")
 
 
 # ---------------------------------------------------------------- built-ins
 
 
-def extract_answer(completion: str, gold: str) -> str | None:
-    """The part of a completion to compare with `gold`; None when a numeric gold finds no number to compare.
-
-    After a GSM8K `####` marker only the text past the last one counts. A numeric gold is compared with a number:
-    the first one after the marker, else the completion's last one (where worked solutions state their result).
-    Other answers (short facts) are compared with the whole text.
-    """
-    _, marker, tail = completion.rpartition(_GSM8K_MARKER)
-    if not _NUMBER.fullmatch(normalize_answer(gold)):
-        return tail
-    numbers = _NUMBER.findall(tail)
-    if not numbers:
-        return None
-    return numbers[0] if marker else numbers[-1]
-
-
 def exact_match(prompts: list[list[dict]], completions: list[str], **columns: list) -> list[float | None]:
-    """1.0 where the completion's answer equals the `answer` column (numbers by value), else 0.0.
+    """1.0 where the completion's answer equals the `answer` column (numbers by value, extracted by the same rule
+    as the GSM8K metric: `answers.extract_answer`), else 0.0.
 
     An item whose answer is missing (None) cannot be judged and gets None.
     """

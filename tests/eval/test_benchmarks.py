@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lmforge.data import DataError
-from lmforge.eval.benchmarks import BENCHMARKS, GSM8K_COT_STRICT, gsm8k_extract, load_benchmark
+from lmforge.answers import GSM8K_COT_STRICT, final_number
+from lmforge.eval.benchmarks import BENCHMARKS, load_benchmark
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
 
@@ -255,18 +256,7 @@ def test_gsm8k_question_answer_prompt_with_full_worked_shots(tmp_path):
     assert task.fewshot_docs[0].shot(" ") == doc.query + " 2 + 998 = <<2+998=1000>>1000\n#### 1,000"
     assert (task.kind, task.num_fewshot, task.until, task.max_new_tokens, task.metrics, task.cot_trigger) == (
         "generate", 5, ["Question:", "</s>", "<|im_end|>"], 256, ["exact_match"], "Let's think step by step.")
-    assert task.extract is gsm8k_extract
-
-
-@pytest.mark.parametrize("output, answer", [
-    ("so 1000 - 2 = 998\n#### 1,000.", "1000"),  # strict-match, then commas and a final period go
-    ("It costs $5.50 or maybe 6 dollars", "6"),  # flexible-extract: the last number
-    ("The total is $1,234.", "1234"),
-    ("I do not know", None),
-    ("#### -7\n\nQuestion: what", "-7"),
-])
-def test_gsm8k_extract_matches_lm_evals_strict_then_flexible_filters(output, answer):
-    assert gsm8k_extract(output) == answer
+    assert task.extract is final_number
 
 
 def test_gsm8k_cot_uses_lm_evals_eight_exemplars(tmp_path):
@@ -278,7 +268,7 @@ def test_gsm8k_cot_uses_lm_evals_eight_exemplars(tmp_path):
         "A: There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.")
     assert (task.num_fewshot, task.until) == (8, ["Q:", "</s>", "<|im_end|>"])
     assert task.extract("So 9 + 9 = 18. The answer is 18.\n\n") == "18"
-    assert task.extract("So 9 + 9 = 18 apples") == gsm8k_extract("x 18 apples", GSM8K_COT_STRICT) == "18"
+    assert task.extract("So 9 + 9 = 18 apples") == final_number("x 18 apples", GSM8K_COT_STRICT) == "18"
 
 
 def test_gsm8k_answer_needs_the_final_number(tmp_path):

@@ -11,10 +11,9 @@ from lmforge.eval.metrics import (
     choice_sample_metrics,
     classification_report,
     generation_sample_metrics,
-    script_shares,
     summarize,
-    word_tokens,
 )
+from lmforge.answers import script_shares, word_tokens
 
 
 def test_length_normalisation_by_characters_and_by_bytes_differ_on_chinese():

@@ -158,6 +158,36 @@ def test_grpo_raises_a_verifiable_reward(tmp_path, sft_model):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_grpo_samples_from_the_weights_being_trained(tmp_path, sft_model):
+    from transformers import TrainingArguments
+
+    from lmforge.models import load_for_inference
+    from lmforge.templates import encode_prompt
+    from lmforge.train.data import PromptRow
+    from lmforge.train.rl import GrpoTrainer, collate_prompts, grpo_parts
+
+    model, tokenizer = load_for_inference(sft_model, "cpu")
+    settings = recipe(tmp_path, ["stage=grpo", "name=g", f"model.path={sft_model}", "data.train=x.jsonl",
+                                 "grpo.group_size=4", "grpo.max_new_tokens=10"])
+    parts = grpo_parts(settings, tokenizer, None, [tokenizer.eos_token_id])
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, per_device_train_batch_size=2,
+                             report_to="none")
+    trainer = GrpoTrainer(model=model, args=args, train_dataset=[], data_collator=parts.collator, **parts.options)
+    inputs = collate_prompts([PromptRow(encode_prompt(tokenizer, [{"role": "user", "content": q}],
+                                                      tokenizer.chat_template), [], {"answer": a}) for q, a in FACTS[:2]])
+
+    def sample():
+        torch.manual_seed(0)
+        return trainer._rollout(model, inputs).sequences
+
+    first = sample()
+    assert torch.equal(first, sample())  # the same seed and weights: the same completions
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(-1)  # the likeliest tokens become the least likely
+    assert not torch.equal(first, sample())
+    assert trainer._generator.model is model  # sampled from the very model object, no copy
+
+
 def test_grpo_recipe_with_an_unknown_reward_names_the_closest(tmp_path):
     from lmforge.config import ConfigError
 

@@ -2,9 +2,9 @@
 all generate through it (see `core`)."""
 
 from lmforge.engine.core import (BASE_ADAPTER, Completion, Engine, EngineDown, GenerationRequest, Output, QueueFull,
-                                 Target, stop_ids_for, target_for)
+                                 Target, generate_texts, stop_ids_for, target_for)
 from lmforge.engine.sampling import SamplingParams
 
 __all__ = ["BASE_ADAPTER", "Completion", "Engine", "EngineDown", "GenerationRequest", "Output", "QueueFull",
-           "SamplingParams", "Target", "stop_ids_for",
-           "target_for"]
+           "SamplingParams", "Target", "generate_texts",
+           "stop_ids_for", "target_for"]

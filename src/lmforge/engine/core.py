@@ -84,6 +84,14 @@ class Completion:
     stop_token: int | None = None
 
 
+def generate_texts(model, tokenizer, prompts: list[list[int]], params, n: int = 1, batch_size: int = 32,
+                   on_done: Callable[[int], None] | None = None) -> list[Completion]:
+    """Completions of token prompts through the engine (continuous batching, n samples sharing a prompt's
+    prefill), ending at the model's stop tokens, its chat template's end of turn, or a stop string in `params`."""
+    engine = Engine(model, max_batch_size=max(batch_size, n))
+    return engine.generate(target_for(model, tokenizer), prompts, params, n, on_done)
+
+
 class QueueFull(RuntimeError):
     pass
 

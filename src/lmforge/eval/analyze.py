@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from lmforge.eval.metrics import is_json, latin_words, script_shares, word_tokens
+from lmforge.answers import is_json, latin_words, script_shares, word_tokens
 from lmforge.eval.report import markdown_table, read_results, run_label, write_report
 
 NGRAM, NGRAM_REPEATS, LINE_REPEATS = 3, 3, 2

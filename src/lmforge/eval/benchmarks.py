@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+from lmforge.answers import GSM8K_COT_STRICT, final_number, gsm8k_normalize
 from lmforge.data import DataError, read_raw
 from lmforge.data.readers import csv_rows, read_text
 from lmforge.eval.task import Doc, Task
@@ -119,10 +120,6 @@ GSM8K_COT_EXEMPLARS = [
 ]
 
 # lm-eval's GSM8K answer filters and the `regexes_to_ignore` of its exact_match (applied in this order).
-GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
-GSM8K_COT_STRICT = re.compile(r"The answer is (\-?[0-9\.\,]+).")
-GSM8K_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
-GSM8K_IGNORE = [re.compile(pattern) for pattern in (",", r"\$", r"(?s).*#### ", r"\.$")]
 
 
 # ---------------------------------------------------------------- reading files, with "file:line" on every complaint
@@ -412,22 +409,6 @@ def load_truthfulqa(mc: str, path: Path, subjects: list[str] | None = None) -> T
                 metrics=[mc], source=str(path))
 
 
-def gsm8k_normalize(text: str) -> str:
-    """Apply lm-eval's GSM8K `regexes_to_ignore` (commas, `$`, everything up to `#### `, one final `.`)."""
-    for pattern in GSM8K_IGNORE:
-        text = pattern.sub("", text)
-    return text
-
-
-def gsm8k_extract(text: str, strict: re.Pattern = GSM8K_STRICT) -> str | None:
-    """lm-eval's strict-match answer if there is one, else its flexible-extract one (the last number), normalized."""
-    found = strict.findall(text)
-    if found:
-        return gsm8k_normalize(found[0])
-    numbers = GSM8K_FLEXIBLE.findall(text)
-    return gsm8k_normalize("".join(numbers[-1])) if numbers else None  # exactly one of the two groups matched
-
-
 def _gsm8k_doc(template: str, record: dict, where: str, doc_id: str) -> Doc:
     answer = _field(record, "answer", where)
     if "#### " not in answer:
@@ -442,13 +423,13 @@ def load_gsm8k(path: Path, subjects: list[str] | None = None) -> Task:
     to_doc = partial(_gsm8k_doc, "Question: {question}\nAnswer:")
     return Task(name="gsm8k", kind="generate", docs=_file_docs(test, to_doc), fewshot_docs=_file_docs(train, to_doc),
                 metrics=["exact_match"], num_fewshot=5, until=["Question:", "</s>", "<|im_end|>"],
-                max_new_tokens=256, extract=gsm8k_extract, cot_trigger="Let's think step by step.", source=str(path))
+                max_new_tokens=256, extract=final_number, cot_trigger="Let's think step by step.", source=str(path))
 
 
 def load_gsm8k_cot(path: Path, subjects: list[str] | None = None) -> Task:
     """GSM8K test questions behind lm-eval gsm8k_cot's 8 fixed chain-of-thought exemplars ("The answer is N.")."""
     test, _ = _split_files(path, "test.jsonl", None)
-    extract = partial(gsm8k_extract, strict=GSM8K_COT_STRICT)
+    extract = partial(final_number, strict=GSM8K_COT_STRICT)
     exemplars = [
         Doc(id=f"exemplar/{index}", query=f"Q: {question}\nA:", gold=extract(target), target=target)
         for index, (question, target) in enumerate(GSM8K_COT_EXEMPLARS)

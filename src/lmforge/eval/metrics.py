@@ -1,95 +1,21 @@
-"""Evaluation metrics: per-sample scores, corpus aggregates with bootstrap errors, and the text helpers they share.
+"""Evaluation metrics: per-sample scores and corpus aggregates with bootstrap errors.
 
-Answers are compared after `normalize_answer`. Token metrics split CJK text per character (Chinese has no spaces)
-and everything else into words, so English and Chinese tasks are scored by the same code. The runner calls
-`choice_sample_metrics` / `generation_sample_metrics` per sample, then `summarize` per task; `lmforge analyze` and
-`lmforge compare` reuse the tokeniser, script and JSON helpers and the bootstrap.
+Answers are compared after `answers.normalize_answer`. Token metrics split CJK text per character (Chinese has no
+spaces) and everything else into words (`answers.word_tokens`), so English and Chinese tasks are scored by the same
+code. The runner calls `choice_sample_metrics` / `generation_sample_metrics` per sample, then `summarize` per task;
+`lmforge compare` reuses the bootstrap.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import unicodedata
 from collections import Counter
-from decimal import Decimal
 from typing import Callable
 
 import numpy as np
 
-_EDGE_PUNCTUATION = " \t\n.,;:!?。，；：！？\"'“”‘’()（）"
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"  # kana, Han, Hangul
-_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
-_CJK_CHAR = re.compile(f"[{_CJK}]")
-_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f]+")  # accents, not × ÷
-_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_FENCED = re.compile(r"\s*```[\w-]*[ \t]*\n?(.*?)```\s*", re.DOTALL)
+from lmforge.answers import is_json, normalize_answer, same_answer, word_tokens
+
 _BOOTSTRAP_BLOCK = 4_000_000  # sample indices drawn at once: ~32 MB, whatever the task size
-
-
-def normalize_answer(text: str) -> str:
-    """Case-, width- and edge-punctuation-insensitive form used for exact match."""
-    text = unicodedata.normalize("NFKC", text).strip().lower()
-    return " ".join(text.strip(_EDGE_PUNCTUATION).split())
-
-
-def word_tokens(text: str) -> list[str]:
-    """Normalised words, each CJK character a token of its own; punctuation is dropped."""
-    return _TOKEN.findall(normalize_answer(text))
-
-
-def repetition_rate(text: str, n: int = 3) -> float:
-    """Share of the word n-grams that repeat an earlier one: 0 for text that never loops, near 1 for a loop."""
-    words = word_tokens(text)
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def latin_words(text: str) -> list[str]:
-    """Lower-cased runs of Latin letters (accents included), the unit of a vocabulary check."""
-    return [word.lower() for word in _LATIN_WORD.findall(text)]
-
-
-def script_shares(text: str) -> dict[str, float]:
-    """Shares of CJK and Latin among the tokens that have letters; {} when none do.
-
-    Tokens, not letters: a CJK character carries about a word, so counting letters would call "Kelmar在哪里" Latin.
-    """
-    tokens = [token for token in word_tokens(text) if any(char.isalpha() for char in token)]
-    if not tokens:
-        return {}
-    cjk = sum(bool(_CJK_CHAR.fullmatch(token)) for token in tokens)
-    latin = sum(bool(_LATIN_WORD.search(token)) for token in tokens)
-    return {"cjk": cjk / len(tokens), "latin": latin / len(tokens)}
-
-
-def is_json(text: str) -> bool:
-    """Whether the text parses as JSON, also inside a ``` / ```json fence, which chat models add unasked."""
-    fenced = _FENCED.fullmatch(text)
-    try:
-        json.loads(fenced.group(1) if fenced else text)
-    except ValueError:
-        return False
-    return True
-
-
-def same_answer(prediction: str | None, gold: str) -> bool:
-    """Equal after `normalize_answer`; two plain numbers compare by value ("1,234" = "1234", "42.0" = "42").
-
-    None (no answer could be extracted) never matches.
-    """
-    if prediction is None:
-        return False
-    pred, ref = normalize_answer(prediction), normalize_answer(gold)
-    if pred == ref:
-        return True
-    pred_number, ref_number = _as_number(pred), _as_number(ref)
-    return pred_number is not None and pred_number == ref_number
-
-
-def _as_number(text: str) -> Decimal | None:
-    plain = text.replace(",", "")
-    return Decimal(plain) if _PLAIN_NUMBER.fullmatch(plain) else None
 
 
 def token_f1(prediction: str, reference: str) -> float:

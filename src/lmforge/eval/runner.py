@@ -131,9 +131,8 @@ def _choice_samples(model, tokenizer, task: Task, docs: list[Doc], prompts: list
 
 def _generation_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalConfig, progress) -> list[dict]:
     from lmforge.eval.metrics import generation_sample_metrics
-    from lmforge.engine import SamplingParams
+    from lmforge.engine import SamplingParams, generate_texts
     from lmforge.eval.scoring import tokenize_context
-    from lmforge.generate import generate_texts
 
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     room = context_window(model, cfg) - max_new_tokens

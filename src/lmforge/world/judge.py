@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from lmforge.eval.metrics import normalize_answer, repetition_rate, same_answer, script_shares
+from lmforge.answers import normalize_answer, repetition_rate, same_answer, script_shares
 
 from .phrasing import FILLERS
 
