@@ -277,3 +277,12 @@ def as_id_list(value) -> list[int]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def cache_keyword(model) -> str:
+    """The forward keyword of the KV cache: transformers 5.2x renamed `past_key_values` (in and out) to `cache` and
+    warns on the old name; older versions and remote code know only `past_key_values`."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"

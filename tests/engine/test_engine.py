@@ -264,3 +264,15 @@ def test_offline_generate_restores_training_mode_and_raises_on_failure(served):
         assert model.training
     finally:
         model.eval()
+
+
+def test_a_stop_token_ends_the_completion_and_is_reported_apart(served):
+    from dataclasses import replace
+
+    model, target = served
+    prompt = chat_prompt(target, QUESTIONS[0])
+    free = Engine(model).generate(target, [prompt], SamplingParams(8, 0))[0]
+    stopping = replace(target, stop_ids=[free.token_ids[3]])
+    cut = Engine(model).generate(stopping, [prompt], SamplingParams(8, 0))[0]
+    assert (cut.finish_reason, cut.stop_token) == ("stop", free.token_ids[3])
+    assert cut.token_ids == free.token_ids[: free.token_ids.index(free.token_ids[3])]

@@ -44,10 +44,12 @@ def test_prefix_shared_scores_equal_naive_scores(tokenizer, batch_tokens):
             assert scores == pytest.approx(naive, abs=1e-4)
 
 
-def test_progress_callback_counts_every_request(tokenizer):
+@pytest.mark.parametrize("max_length", [None, 30])
+def test_progress_callback_counts_every_request_once(tokenizer, max_length):
     requests = [encode_choices(tokenizer, context, choices) for context, choices in CONTEXTS]
     seen = []
-    score_choices(build_from_preset("nano", tokenizer).eval(), requests, batch_tokens=200, on_batch=seen.append)
+    score_choices(build_from_preset("nano", tokenizer).eval(), requests, max_length=max_length, batch_tokens=200,
+                  on_batch=seen.append)
     assert sum(seen) == len(requests) and len(seen) > 1
 
 
@@ -86,6 +88,39 @@ def test_long_contexts_lose_their_oldest_tokens(tokenizer):
     assert score == pytest.approx(naive_score(model, context[-18:], [7, 8, 9]), abs=1e-4)
     with pytest.raises(ValueError, match="does not fit"):
         score_choices(model, [ChoiceRequest(context, [[7] * 30])], max_length=20)
+
+
+def lm_eval_score(model, context: list[int], continuation: list[int], max_length: int) -> float:
+    """Reference: lm-eval's HFLM cut, `(context + continuation)[-(max_length + 1):][:-1]`, and the
+    continuation's log-probs read from the end of that input, one choice per forward pass."""
+    ids = (context + continuation)[-(max_length + 1):][:-1]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    tail = logprobs[len(ids) - len(continuation):]
+    return sum(tail[i, token].item() for i, token in enumerate(continuation))
+
+
+@pytest.mark.parametrize("batch_tokens", [1, 100_000])
+def test_a_context_past_the_window_is_cut_per_choice_as_lm_eval_cuts_it(tokenizer, batch_tokens):
+    max_length = 20
+    story = "Alda Vorn was born in Kelmar, a city on the Oruna river founded in 1843, where 52000 people live. "
+    requests = [encode_choices(tokenizer, story * 2 + "Question: Where was Alda Vorn born?\nAnswer:",
+                               [" Kelmar", " the Oruna river in the north", " 1843"]),
+                encode_choices(tokenizer, story + "Kelmar是一座城市。问题：它建于哪一年？\n答案：",
+                               ["1843年", "一座位于Oruna河畔的城市"]),
+                encode_choices(tokenizer, "12 + 30 =", [" 42", " 7"])]
+    lengths = {len(c) for c in requests[0].continuations}
+    assert len(lengths) == 3 and max(lengths) > 3, "choices of different token lengths"
+    assert len(requests[0].context) > 3 * max_length and len(requests[2].context) + 2 < max_length
+    for model in tiny_models(tokenizer):
+        model.eval()
+        scores = score_choices(model, requests, max_length=max_length, batch_tokens=batch_tokens)
+        for request, row in zip(requests, scores):
+            expected = [lm_eval_score(model, request.context, c, max_length) for c in request.continuations]
+            assert row == pytest.approx(expected, abs=1e-4)
+        short = requests[0].continuations[0]
+        once = naive_score(model, requests[0].context[-(max_length + 1 - max(lengths)):], short)
+        assert abs(scores[0][0] - once) > 1e-4, "the shortest choice keeps more context than the longest allows"
 
 
 def test_contexts_sharing_a_fewshot_prefix_share_its_pass_and_keep_their_scores(tokenizer, monkeypatch):

@@ -181,6 +181,23 @@ def test_streamed_tool_call(client):
     assert calls[0]["name"] == "get_weather" and json.loads(calls[0]["arguments"])["city"] in ("Kelmar", "Oruna")
 
 
+NOTE = [{"type": "function", "function": {"name": "take_note", "parameters": {
+    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}]
+
+
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "take_note"}}])
+def test_a_forced_call_that_runs_out_of_tokens_is_an_error(client, tool_choice):
+    """Sampled hot, the random model does not close the unbounded string, so the call is still open at max_tokens
+    (greedy, it closes the string at once)."""
+    request = {"model": "nano", "messages": USER, "tools": NOTE, "tool_choice": tool_choice, "max_tokens": 80,
+               "temperature": 1.5, "seed": 0}
+    with pytest.raises(openai.BadRequestError, match="did not finish within max_tokens") as caught:
+        client.chat.completions.create(**request)
+    assert caught.value.body["param"] == "max_tokens" and "maxLength" in caught.value.body["message"]
+    with pytest.raises(openai.APIError, match="did not finish within max_tokens"):
+        list(client.chat.completions.create(**request, stream=True))
+
+
 def test_tool_results_go_back_through_the_template(client, nano_model_dir):
     first = client.chat.completions.create(model="nano", messages=USER, tools=WEATHER, tool_choice="required",
                                            max_tokens=80, temperature=0).choices[0].message

@@ -3,12 +3,7 @@
 import pytest
 import torch
 
-from lmforge.train.rl import Rollout, _completion_part, _model_inputs, _until_stop
-
-
-def test_completion_tokens_count_up_to_and_including_the_first_stop():
-    completions = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9], [2, 5, 5, 5, 5]])
-    assert _until_stop(completions, [2, 3]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+from lmforge.train.rl import Rollout, _completion_part, _model_inputs
 
 
 def test_completion_log_probs_match_a_forward_pass_without_padding(tokenizer):

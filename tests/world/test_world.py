@@ -299,7 +299,7 @@ def test_rl_prompts_are_shuffled_and_leave_every_other_file_alone(tmp_path):
     counts = synth_world(5, tmp_path / "a", "tiny")
     synth_world(5, tmp_path / "b", replace(SIZES["tiny"], arithmetic_rl=3))
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
-    changed = ["README.md", "rl_arithmetic.jsonl", "rl_prompts.jsonl", "world.json"]
+    changed = ["README.md", "rl_arithmetic.jsonl", "rl_facts.jsonl", "rl_prompts.jsonl", "world.json"]
     assert [name for name in a if a[name] != b[name]] == changed
     kinds = [r["kind"] for r in _jsonl(tmp_path / "a" / "rl_prompts.jsonl")]
     assert counts["rl_prompts.jsonl"] == len(kinds) and kinds != sorted(kinds)

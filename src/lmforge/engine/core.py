@@ -23,6 +23,7 @@ import torch
 from lmforge.engine.kv import BatchKV, Layers, PrefixCache, cache_layers, new_cache
 from lmforge.engine.sampling import Picked, RowState, SamplingParams, new_generator, pick_tokens
 from lmforge.engine.text import TextStream
+from lmforge.models import cache_keyword
 
 log = logging.getLogger("lmforge.engine")
 
@@ -126,13 +127,6 @@ class GenerationRequest:
         self.cancelled = True
 
 
-def _cache_keyword(model) -> str:
-    """transformers renamed `past_key_values` to `cache` (5.2x); take whichever this model's forward has."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @dataclass
 class Sequence:
     """One choice being generated: the request's prompt, then its sampled tokens."""
@@ -160,7 +154,7 @@ class Engine:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device
         self.uses_adapters = route_adapters and hasattr(model, "peft_config")
-        self.cache_keyword = _cache_keyword(model.get_base_model() if hasattr(model, "peft_config") else model)
+        self.cache_keyword = cache_keyword(model)
         self.prefix = PrefixCache(prefix_cache_tokens)
         self.waiting: deque[GenerationRequest] = deque()
         self.running: list[Sequence] = []

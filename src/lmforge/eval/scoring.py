@@ -1,5 +1,6 @@
-"""Prefix-shared log-likelihood scoring: each context runs through the model once, and every choice is scored
-from its KV cache. lm-evaluation-harness re-encodes the whole context for every multi-token choice.
+"""Prefix-shared log-likelihood scoring: each context runs through the model once (once per cut where it
+outgrows the window), and every choice is scored from its KV cache. lm-evaluation-harness re-encodes the whole
+context for every multi-token choice.
 
 Contexts of one batch that start with the same tokens (a few-shot prompt's description and solved examples)
 share one pass over those tokens too.
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+
+from lmforge.models import cache_keyword
 
 MIN_SHARED_PREFIX = 16  # shorter common prefixes are cheaper to recompute than to copy into every row's cache
 
@@ -67,28 +71,45 @@ def score_choices(
     """Sum of log p(continuation | context) for every continuation of every request.
 
     Requests run in batches of about `batch_tokens` tokens (cache copies included), similar lengths together.
-    Contexts longer than `max_length` minus the longest continuation lose their oldest tokens.
+    Past `max_length`, each choice keeps the context that lm-eval keeps for it (see `_fit`). `on_batch` gets the
+    number of requests each batch finished.
     """
-    requests = [_fit(request, max_length) for request in requests]
-    scores: list[list[float]] = [[] for _ in requests]
-    for batch in _batches(requests, batch_tokens):
-        for index, row in zip(batch, _score_batch(model, [requests[i] for i in batch])):
-            scores[index] = row
+    parts = [(owner, piece, choices) for owner, request in enumerate(requests)
+             for piece, choices in _fit(request, max_length)]
+    scores: list[list[float]] = [[0.0] * len(r.continuations) for r in requests]
+    pending = Counter(owner for owner, _, _ in parts)
+    for batch in _batches([piece for _, piece, _ in parts], batch_tokens):
+        finished = 0
+        for index, row in zip(batch, _score_batch(model, [parts[i][1] for i in batch])):
+            owner, _, choices = parts[index]
+            for choice, score in zip(choices, row):
+                scores[owner][choice] = score
+            pending[owner] -= 1
+            finished += pending[owner] == 0
         if on_batch:
-            on_batch(len(batch))
+            on_batch(finished)
     return scores
 
 
-def _fit(request: ChoiceRequest, max_length: int | None) -> ChoiceRequest:
+def _fit(request: ChoiceRequest, max_length: int | None) -> list[tuple[ChoiceRequest, list[int]]]:
+    """The request as pieces that each hold the choices (by index) keeping the same context.
+
+    lm-eval cuts per choice: the model reads `(context + continuation)[-(max_length + 1):][:-1]`, so a shorter
+    choice keeps more context. Choices whose whole context fits stay in one piece.
+    """
     if any(not c for c in request.continuations) or not request.context:
         raise ValueError("every request needs a context and non-empty continuations")
     if max_length is None:
-        return request
-    longest = max(len(c) for c in request.continuations)
-    room = max_length + 1 - longest
-    if room < 1:
-        raise ValueError(f"a continuation of {longest} tokens does not fit in max_length {max_length}")
-    return dataclasses.replace(request, context=request.context[-room:])
+        return [(request, list(range(len(request.continuations))))]
+    by_room: dict[int, list[int]] = {}
+    for index, continuation in enumerate(request.continuations):
+        room = max_length + 1 - len(continuation)
+        if room < 1:
+            raise ValueError(f"a continuation of {len(continuation)} tokens does not fit in max_length {max_length}")
+        by_room.setdefault(min(room, len(request.context)), []).append(index)
+    return [(dataclasses.replace(request, context=request.context[-room:],
+                                 continuations=[request.continuations[i] for i in choices]), choices)
+            for room, choices in by_room.items()]
 
 
 def _batches(requests: Sequence[ChoiceRequest], batch_tokens: int) -> list[list[int]]:
@@ -137,11 +158,12 @@ def _run_contexts(model, contexts: list[list[int]]):
 
     Layout per row: [shared prefix][left padding][own suffix], so every context ends in the last column.
     """
-    device = model.device
+    device, keyword = model.device, cache_keyword(model)
     shared = _shared_prefix_length(contexts)
     cache = None
     if shared:
-        cache = model(input_ids=torch.tensor([contexts[0][:shared]], device=device), use_cache=True).past_key_values
+        prefix = torch.tensor([contexts[0][:shared]], device=device)
+        cache = getattr(model(input_ids=prefix, use_cache=True), keyword)
         cache.batch_repeat_interleave(len(contexts))
     suffixes = [c[shared:] for c in contexts]
     width = max(map(len, suffixes))
@@ -149,9 +171,9 @@ def _run_contexts(model, contexts: list[list[int]]):
     own = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=device)
     mask = torch.cat([torch.ones(len(contexts), shared, dtype=own.dtype, device=device), own], dim=1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **{keyword: cache}, use_cache=True,
                 **_last_logits_only(model))
-    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), out.past_key_values, mask
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1), getattr(out, keyword), mask
 
 
 def _last_logits_only(model) -> dict:
@@ -180,7 +202,8 @@ def _score_tails(model, cache, context_mask: torch.Tensor, pairs: list[tuple[int
     mask = torch.cat([context_mask[rows], tail_mask], dim=1)
     start = context_mask[rows].sum(-1, keepdim=True)
     positions = start + torch.arange(length, device=device)
-    logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, past_key_values=cache).logits.float()
+    cached = {cache_keyword(model): cache}
+    logits = model(input_ids=inputs, attention_mask=mask, position_ids=positions, **cached).logits.float()
     targets = torch.tensor([c[1:] + [0] * (length + 1 - len(c)) for _, c in pairs], device=device)
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return (picked * tail_mask).sum(-1).tolist()

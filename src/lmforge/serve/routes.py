@@ -106,10 +106,13 @@ async def chat_completion(server: Server, body: ChatCompletionRequest, http: Req
                            grammar=_chat_grammar(body, tools, server, served))
     generation = Generation(server, served, prompt, params, body.n)
     meta = {"id": completion_id("chatcmpl"), "created": int(time.time()), "model": served.id}
+    forced = tools is not None and body.tool_choice not in (None, "auto")
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _stream(chat_chunks(generation, meta, tools is not None, usage, served.tokenizer))
+        return _stream(chat_chunks(generation, meta, tools is not None, usage, served.tokenizer, forced))
     choices = await generation.collect(http)
+    if forced:
+        _check_forced_calls(choices, params.max_tokens)
     return {**meta, "object": "chat.completion", "system_fingerprint": None, "usage": generation.usage,
             "choices": [_chat_choice(index, choice, tools is not None, served.tokenizer, body.logprobs)
                         for index, choice in enumerate(choices)]}
@@ -126,6 +129,24 @@ def _chat_choice(index: int, choice: Choice, parse_tools: bool, tokenizer, logpr
             "logprobs": {"content": _token_logprobs(choice.tokens, tokenizer)} if logprobs else None}
 
 
+def _check_forced_calls(choices: list[Choice], max_tokens: int) -> None:
+    """Every choice of a forced tool call must parse into calls alone."""
+    for choice in choices:
+        content, calls = parse_tool_calls("".join(choice.text))
+        if content is not None or not calls:
+            raise _unfinished_call(choice.finish_reason, max_tokens)
+
+
+def _unfinished_call(finish_reason: str | None, max_tokens: int) -> APIError:
+    """A forced call cut off before its JSON closed: the client asked for a call it can parse, so it gets this
+    error, not raw `<tool_call>` text. An unbounded string parameter is the usual cause."""
+    if finish_reason == "length":
+        return APIError(400, f"the forced tool call did not finish within max_tokens ({max_tokens}); raise "
+                        "max_tokens, or bound the function's string parameters with maxLength", param="max_tokens")
+    return APIError(400, f"the forced tool call stopped (finish_reason {finish_reason!r}) before it finished; "
+                    "check the stop strings", param="stop")
+
+
 def _token_logprobs(picks, tokenizer) -> list[dict]:
     def entry(token: int, logprob: float) -> dict:
         text = tokenizer.decode([token])
@@ -136,15 +157,18 @@ def _token_logprobs(picks, tokenizer) -> list[dict]:
 
 
 async def chat_chunks(generation: Generation, meta: dict, parse_tools: bool, include_usage: bool,
-                      tokenizer) -> AsyncIterator[str]:
-    """OpenAI's stream: a role delta per choice, content (or tool-call) deltas, a finish chunk, optional usage."""
+                      tokenizer, forced: bool) -> AsyncIterator[str]:
+    """OpenAI's stream: a role delta per choice, content (or tool-call) deltas, a finish chunk, optional usage.
+    A `forced` tool call that does not finish ends the stream with an error event."""
     chunk = {**meta, "object": "chat.completion.chunk", "system_fingerprint": None}
     parsers = [ToolStreamParser() for _ in range(generation.request.n)] if parse_tools else None
     calls = [0] * generation.request.n
     for index in range(generation.request.n):
         yield sse({**chunk, "choices": [_delta(index, {"role": "assistant", "content": ""})]})
+    forced_max_tokens = generation.request.params.max_tokens if forced else None
     async for batch in generation.outputs():
-        events = _chat_events(batch, chunk, parsers, calls, generation.request.params.logprobs, tokenizer)
+        events = _chat_events(batch, chunk, parsers, calls, generation.request.params.logprobs, tokenizer,
+                              forced_max_tokens)
         if events:
             yield "".join(events)
     if include_usage:
@@ -152,8 +176,10 @@ async def chat_chunks(generation: Generation, meta: dict, parse_tools: bool, inc
     yield sse("[DONE]")
 
 
-def _chat_events(batch, chunk: dict, parsers, calls: list[int], logprobs_wanted: bool, tokenizer) -> list[str]:
-    """SSE events for one batch of outputs: each output's content (or tool-call) deltas, then its finish chunk."""
+def _chat_events(batch, chunk: dict, parsers, calls: list[int], logprobs_wanted: bool, tokenizer,
+                 forced_max_tokens: int | None) -> list[str]:
+    """SSE events for one batch of outputs: each output's content (or tool-call) deltas, then its finish chunk.
+    `forced_max_tokens` is set when the reply must be tool calls alone."""
     events = []
     for output in batch:
         logprobs = ({"content": _token_logprobs(output.tokens, tokenizer)}
@@ -161,7 +187,11 @@ def _chat_events(batch, chunk: dict, parsers, calls: list[int], logprobs_wanted:
         parsed = parsers[output.index].feed(output.text) if parsers else [ContentDelta(output.text)]
         if output.finish_reason is not None and parsers:
             parsed += parsers[output.index].finish()
-        for delta in _deltas(parsed, calls, output.index):
+        deltas = _deltas(parsed, calls, output.index)
+        if forced_max_tokens is not None and (any("content" in delta for delta in deltas) or
+                                              (output.finish_reason is not None and not calls[output.index])):
+            raise _unfinished_call(output.finish_reason, forced_max_tokens)
+        for delta in deltas:
             events.append(sse({**chunk, "choices": [_delta(output.index, delta, logprobs)]}))
             logprobs = None
         if logprobs:

@@ -88,6 +88,7 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
         "rl_prompts.jsonl": write_jsonl(out / "rl_prompts.jsonl", rl_prompts),
         "rl_arithmetic.jsonl": write_jsonl(out / "rl_arithmetic.jsonl",
                                            [r for r in rl_prompts if r["kind"] == "arithmetic"]),
+        "rl_facts.jsonl": write_jsonl(out / "rl_facts.jsonl", [r for r in rl_prompts if r["kind"] == "fact"]),
         "docs/documents.jsonl": write_jsonl(out / "docs/documents.jsonl", docs),
         "docs/rag_qa.jsonl": write_jsonl(out / "docs/rag_qa.jsonl", rag_questions),
     }

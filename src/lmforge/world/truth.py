@@ -36,6 +36,7 @@ FILE_NOTES = {
     "rl_prompts.jsonl": 'RL prompts {"prompt","answer","kind","lang","id"}: new arithmetic, covered facts ("train" '
                         "templates SFT used)",
     "rl_arithmetic.jsonl": "the arithmetic RL prompts alone (GRPO with an exact-match reward)",
+    "rl_facts.jsonl": "the fact RL prompts alone (the demo's GRPO: SFT answers some of them, so samples earn rewards)",
     "docs/documents.jsonl": "documents holding extra facts (mayors, mottos) found nowhere else",
     "docs/rag_qa.jsonl": "questions answerable only from docs/documents.jsonl",
     "world.json": "ground truth: entities, facts (with seen_in_sft), template sets, arithmetic answers",
