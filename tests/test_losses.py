@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lmforge.losses import (
-    Completions, PreferenceOptions, group_advantages, grpo_loss, kto_loss, paired_loss, pairwise_reward_loss,
-    sequence_logps, token_logps,
+    Completions, PreferenceOptions, group_advantages, grpo_loss, kto_loss, l2_distance, paired_loss,
+    pairwise_reward_loss, sequence_logps, token_kl, token_logps,
 )
 from lmforge.templates import IGNORE_INDEX
 
@@ -114,3 +114,26 @@ def test_grpo_loss_is_the_advantage_weighted_likelihood_plus_the_k3_kl():
     assert logps.grad[0, 1].item() == pytest.approx(-1 / 3)  # d(-ratio * A)/dlogp = -A, over 3 scored tokens
     assert logps.grad[1, 0].item() == pytest.approx(1 / 3)
     assert logps.grad[0, 2].item() == 0.0 and logps.grad[1, 1].item() == 0.0  # unmasked tokens get no gradient
+
+
+def test_l2_distance_is_half_the_squared_distance_and_its_gradient_points_back():
+    params = [torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([[3.0]], requires_grad=True)]
+    starts = [torch.tensor([0.0, 0.0]), torch.tensor([[1.0]])]
+    distance = l2_distance(params, starts)
+    assert distance.item() == pytest.approx((1 + 4 + 4) / 2)
+    distance.backward()
+    assert params[0].grad.tolist() == [1.0, 2.0] and params[1].grad.tolist() == [[2.0]]  # p - p_start
+    assert l2_distance(starts, starts).item() == 0
+
+
+def test_token_kl_is_kl_from_the_start_model_on_scored_positions_only():
+    """Two tokens: the start model says (1/2, 1/2), the model (3/4, 1/4). Only the second position is scored;
+    the first, with far apart logits, must not count."""
+    start = torch.tensor([[[5.0, -5.0], [0.0, 0.0], [0.0, 0.0]]])
+    model = torch.tensor([[[-5.0, 5.0], [math.log(3.0), 0.0], [9.0, 0.0]]])
+    labels = torch.tensor([[7, IGNORE_INDEX, 1]])
+    kl, positions = token_kl(start, model, labels)
+    assert positions.item() == 1
+    assert kl.item() == pytest.approx(0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25), abs=1e-6)
+    # the reverse direction, KL(model || start), would be 0.75 log 1.5 + 0.25 log 0.5 = 0.1308, not 0.1438
+    assert token_kl(model, model, labels)[0].item() == pytest.approx(0.0, abs=1e-7)

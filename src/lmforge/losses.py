@@ -1,5 +1,6 @@
 """Training losses as pure tensor functions, shared by the stages: sequence log-probabilities under a loss mask,
-the preference losses of the dpo stage, the reward model's pairwise loss and GRPO's policy loss.
+the preference losses of the dpo stage, the reward model's pairwise loss, GRPO's policy loss and the anchor
+penalties that keep a model near its start (`train.anchor`).
 
 Preference losses take summed log-probabilities of each completion under the policy and (where they use one) the
 reference, and return one loss per pair plus the implicit rewards to log. Formulas follow the papers: DPO (Rafailov
@@ -155,3 +156,21 @@ def grpo_loss(logps: torch.Tensor, ref_logps: torch.Tensor | None, advantages: t
         per_token = per_token + beta * kl
     count = mask.sum().clamp(min=1)
     return (per_token * mask).sum() / count, ((kl * mask).sum() / count).detach()
+
+
+def l2_distance(params: list[torch.Tensor], starts: list[torch.Tensor]) -> torch.Tensor:
+    """Half the summed squared distance of the weights from their start values (the L2-SP penalty, Li et al. 2018,
+    before its weight), so that its gradient is p - p_start."""
+    return torch.stack([(p.float() - s.float()).pow(2).sum() for p, s in zip(params, starts)]).sum() / 2
+
+
+def token_kl(start_logits: torch.Tensor, logits: torch.Tensor,
+             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """KL(start || model) of the next-token distributions, summed over the scored positions (labels shifted by one,
+    as in `token_logps`), and their number. This direction is the distillation loss of learning without forgetting
+    (Li and Hoiem 2016): it keeps probability wherever the start model put it, while KL(model || start) lets the
+    model drop the start model's other likely tokens at little cost, which is the forgetting to prevent."""
+    mask = labels[:, 1:] != IGNORE_INDEX
+    start = torch.log_softmax(start_logits[:, :-1][mask].float(), dim=-1)
+    model = torch.log_softmax(logits[:, :-1][mask].float(), dim=-1)
+    return (start.exp() * (start - model)).sum(), mask.sum()

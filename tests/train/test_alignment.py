@@ -173,8 +173,10 @@ def test_grpo_samples_from_the_weights_being_trained(tmp_path, sft_model):
     args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, per_device_train_batch_size=2,
                              report_to="none")
     trainer = GrpoTrainer(model=model, args=args, train_dataset=[], data_collator=parts.collator, **parts.options)
-    inputs = collate_prompts([PromptRow(encode_prompt(tokenizer, [{"role": "user", "content": q}],
-                                                      tokenizer.chat_template), [], {"answer": a}) for q, a in FACTS[:2]])
+    turns = [[{"role": "user", "content": question}] for question, _ in FACTS[:2]]
+    rows = [PromptRow(encode_prompt(tokenizer, messages, tokenizer.chat_template), messages, {"answer": answer})
+            for messages, (_, answer) in zip(turns, FACTS)]
+    inputs = collate_prompts(rows)
 
     def sample():
         torch.manual_seed(0)

@@ -193,3 +193,17 @@ def test_dpo_figures_are_averaged_over_every_process(tmp_path, nano_model_dir):
         expected = [r[key] for r in read_metrics(single) if key in r and "step" in r]
         got = [r[key] for r in read_metrics(single.with_name("ddp")) if key in r and "step" in r]
         assert len(got) == len(expected) >= 4 and got == pytest.approx(expected, abs=TOLERANCE), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["l2", "kl"])
+def test_anchored_two_process_run_follows_one_process(recipe_file, kind):
+    """The anchor penalty counts once per step over all processes: the KL on each process's tokens is normalised
+    by the token count of all of them, as the causal LM loss is; the L2 term is the same everywhere."""
+    anchor = [f"train.anchor={kind}", "train.anchor_weight=2.0", "train.max_steps=4", "train.save_steps=100"]
+    single = train(load(TrainRecipe, recipe_file, [f"name=single-{kind}", f"train.batch_size={GLOBAL_BATCH}", *anchor]))
+    launch(recipe_file, f"name=ddp-{kind}", f"train.batch_size={GLOBAL_BATCH // 2}", *anchor)
+    expected, got = losses(single), losses(single.with_name(f"ddp-{kind}"))
+    assert [step for step, _ in got] == [1, 2, 3, 4]
+    assert [loss for _, loss in got] == pytest.approx([loss for _, loss in expected], abs=TOLERANCE)
+    assert [r["anchor"] for r in read_metrics(single) if "anchor" in r][-1] > 0.01

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from lmforge.cli import main
@@ -173,3 +174,23 @@ def test_resuming_an_older_checkpoint_drops_the_newer_ones(recipe_file, tmp_path
     assert checkpoint_names(done) == ["checkpoint-10", "checkpoint-20"]  # the second one written anew at the end
     assert not (done / "checkpoints" / "checkpoint-20" / "stale").exists()
     assert [step for step, _ in losses_by_step(done)] == list(range(1, 21))
+
+
+def test_resume_refuses_changed_settings_that_the_checkpoint_fixes(recipe_file, tmp_path, capsys):
+    """The checkpoint's optimizer and scheduler state would keep the old learning rate running while config.yaml
+    recorded the new one; settings it does not fix, such as max_grad_norm, change freely."""
+    assert main(["train", str(recipe_file), "name=old", "train.max_steps=20"]) == 0
+    done = tmp_path / "runs" / "old"
+    partial = done.rename(done.with_name("old.partial"))  # as if killed after its last checkpoint
+    capsys.readouterr()
+    assert main(["train", str(recipe_file), "name=old", "train.max_steps=20", "train.resume=auto",
+                 "train.lr=1.0e-3", "train.batch_size=4"]) == 2
+    error = capsys.readouterr().err
+    assert "train.lr: 0.003 -> 0.001" in error and "train.batch_size: 2 -> 4" in error, error
+    assert "train.max_steps" not in error and "train.resume=never" in error
+    assert yaml.safe_load((partial / "config.yaml").read_text())["train"]["lr"] == 0.003  # what ran, untouched
+    assert main(["train", str(recipe_file), "name=old", "train.max_steps=20", "train.resume=auto",
+                 "train.max_grad_norm=0.5"]) == 0
+    config = yaml.safe_load((done / "config.yaml").read_text())
+    assert config["train"]["max_grad_norm"] == 0.5 and config["train"]["lr"] == 0.003
+    assert "resuming from" in (done / "run.log").read_text()

@@ -6,7 +6,7 @@ from conftest import write_jsonl
 from lmforge.data import DataError
 from lmforge.templates import IGNORE_INDEX, encode_prompt
 from lmforge.train.config import DataConfig
-from lmforge.train.data import LabeledRow, PairRow, PromptRow, prepare, subset
+from lmforge.train.data import LabeledRow, PairRow, PromptRow, draw, prepare, subset
 
 
 def test_fractions_are_nested_ordered_subsets():
@@ -107,3 +107,65 @@ def test_sft_trains_on_tool_calls_under_the_records_tools(tmp_path, tokenizer):
     bad = {"messages": [*messages[:1], {**messages[1], "tool_calls": [broken]}, *messages[2:]], "tools": tools}
     with pytest.raises(DataError, match=r"data.jsonl:2: messages\[1\] tool_calls\[0\] arguments are not valid JSON"):
         prepared(tmp_path, tokenizer, "sft", [{"messages": messages, "tools": tools}, bad])
+
+
+def test_replay_draws_without_replacement_and_repeats_a_small_pool_evenly():
+    pool = list(range(5))
+    few = draw(pool, 3)
+    assert len(set(few)) == 3 and few == draw(pool, 3)  # distinct, and the same every time
+    many = draw(pool, 12)
+    assert len(many) == 12 and sorted(many.count(item) for item in pool) == [2, 2, 2, 3, 3]
+    assert draw(pool, 0) == []
+
+
+def segments(row):
+    """The examples packed into a row: (input_ids, labels) pieces, each starting where the positions restart."""
+    starts = [i for i, position in enumerate(row.position_ids) if position == 0] + [len(row)]
+    return [(row.input_ids[a:b], row.labels[a:b]) for a, b in zip(starts, starts[1:])]
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5])
+def test_replay_mixes_its_share_of_examples_into_packed_rows(tmp_path, tokenizer, chat_file, text_file, share):
+    """24 chats and 16 one-line texts: a replayed text trains on every token, so in a packed row its only ignored
+    label is its first; a chat's prompt is ignored."""
+    cfg = DataConfig(train=[str(chat_file)], max_length=64, replay=[str(text_file)], replay_share=share)
+    result = prepare(cfg.train, "sft", cfg, tokenizer, tokenizer.chat_template, True, replay=True)
+    replayed = round(share / (1 - share) * 24)
+    assert result.stats["examples"] == 24 and result.stats["replay_pool"] == 16
+    assert result.stats["replay_examples"] == replayed
+    pieces = [piece for row in result.rows for piece in segments(row)]
+    texts = [ids for ids, labels in pieces if labels.count(IGNORE_INDEX) == 1]
+    assert len(pieces) == 24 + replayed and len(texts) == replayed
+    assert sum(len(ids) for ids in texts) == result.stats["replay_tokens"]
+    kinds = [{labels.count(IGNORE_INDEX) == 1 for _, labels in segments(row)} for row in result.rows]
+    assert {True, False} in kinds  # rows that hold both
+    assert text_file in result.files and chat_file in result.files  # both go into the model card
+    plain = prepare(cfg.train, "sft", cfg, tokenizer, tokenizer.chat_template, True)
+    assert "replay_examples" not in plain.stats and sum(len(segments(row)) for row in plain.rows) == 24
+
+
+def test_replayed_documents_are_cut_into_pieces_and_chats_follow_the_template(tmp_path, tokenizer, chat_file):
+    long_text = write_jsonl(tmp_path / "long.jsonl", [{"text": "Kelmar is a city on the Oruna river. " * 40}])
+    cfg = DataConfig(train=[str(chat_file)], max_length=64, replay=[str(long_text), str(chat_file)], replay_share=0.5)
+    result = prepare(cfg.train, "sft", cfg, tokenizer, tokenizer.chat_template, False, replay=True)
+    length = len(tokenizer("Kelmar is a city on the Oruna river. " * 40, add_special_tokens=False)["input_ids"]) + 1
+    assert result.stats["replay_pool"] == math.ceil(length / 64) + 24  # the document in max_length pieces
+    assert result.stats["replay_examples"] == 24 and len(result.rows) == 48
+    replayed = result.rows[24:]
+    chats = [row for row in replayed if row.labels[0] == IGNORE_INDEX]
+    assert chats and all(trained_text(tokenizer, row).endswith("<|im_end|>") for row in chats)
+
+
+def test_replay_settings_come_together_and_only_for_pretrain_and_sft(chat_file, text_file):
+    from lmforge.config import ConfigError, load
+    from lmforge.train.config import TrainRecipe
+
+    with pytest.raises(ValueError, match="data.replay needs data.replay_share"):
+        DataConfig(train=[str(chat_file)], replay=[str(text_file)])
+    with pytest.raises(ValueError, match="data.replay_share needs data.replay"):
+        DataConfig(train=[str(chat_file)], replay_share=0.2)
+    with pytest.raises(ValueError, match="less than 1"):
+        DataConfig(train=[str(chat_file)], replay=[str(text_file)], replay_share=1.0)
+    with pytest.raises(ConfigError, match="stage dpo trains on other rows: .* train.anchor"):
+        load(TrainRecipe, None, ["stage=dpo", "name=x", "model.path=m", f"data.train={chat_file}",
+                                 f"data.replay={text_file}", "data.replay_share=0.2"])

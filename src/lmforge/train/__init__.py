@@ -19,13 +19,15 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
     from lmforge.runs import Run, atomic_write_text, model_card, read_metrics
     from lmforge.templates import describe_template, end_of_turn_ids, preflight, resolve_template
     from lmforge.train.adapters import apply_finetuning, parameter_counts, quantization_kwargs, trainable_summary
-    from lmforge.train.loop import fit, resume_checkpoint
-    from lmforge.train.reference import build_reference
+    from lmforge.train.loop import fit, refuse_changed_settings, resume_checkpoint
+    from lmforge.train.anchor import build_anchor
+    from lmforge.train.reference import build_reference, start_reference
 
     join(cpu=pick_device(recipe.model.device).type == "cpu")
     run = Run(recipe.output_dir, recipe.name, overwrite)
     _refuse_own_base(recipe, run.final)
     checkpoint = resume_checkpoint(recipe.train.resume, run.dir)
+    refuse_changed_settings(recipe, checkpoint)
     with run.start(recipe, resume_from=checkpoint):
         model, tokenizer = load_model(recipe.model, recipe.train.seed, recipe.data.max_length, for_training=True,
                                       **quantization_kwargs(recipe))
@@ -40,7 +42,7 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
             _disable_dropout(model)
         if recipe.stage in ("sft", "dpo", "grpo"):
             preflight(tokenizer, tokenizer.chat_template, stop_ids)
-        train_set = _prepare(recipe.data.train, recipe, tokenizer, recipe.data.fraction)
+        train_set = _prepare(recipe.data.train, recipe, tokenizer, recipe.data.fraction, replay=True)
         eval_rows = _prepare(recipe.data.eval, recipe, tokenizer).rows if recipe.data.eval else None
         run.log_metrics({"data": train_set.stats})
         parent = f"new {recipe.model.preset} preset" if recipe.model.preset else recipe.model.path
@@ -48,13 +50,15 @@ def train(recipe: TrainRecipe, overwrite: bool = False) -> Path:
         if retention:
             retention.measure_before(model, tokenizer)
         reference = build_reference(recipe, model)
+        anchor_reference = start_reference(recipe, model, reference)
         rows = _with_precomputed_reference(recipe, model, tokenizer, train_set.rows)
         eval_rows = _with_precomputed_reference(recipe, model, tokenizer, eval_rows) if eval_rows else None
         model = apply_finetuning(model, recipe, tokenizer)
         log.info("finetuning %s: %s", recipe.finetuning, trainable_summary(model))
         run.log_metrics({"parameters": parameter_counts(model)})
         parts = stage_parts(recipe, tokenizer, reference, stop_ids)
-        final = fit(model, tokenizer, recipe, run, rows, eval_rows, checkpoint, parts)
+        anchor = build_anchor(recipe.train, model, anchor_reference)
+        final = fit(model, tokenizer, recipe, run, rows, eval_rows, checkpoint, parts, anchor)
         run.log_metrics({"final": final})
         if run.writes:
             plot_metric(read_metrics(run.dir), "loss", run.dir / "loss.png", title=f"{recipe.name}: training loss")
@@ -149,12 +153,12 @@ def _retention_check(recipe: TrainRecipe, parent: str, run):
     return RetentionCheck(recipe.eval, parent, run.dir / "retention")
 
 
-def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer, fraction: float = 1.0):
+def _prepare(paths: list[str], recipe: TrainRecipe, tokenizer, fraction: float = 1.0, replay: bool = False):
     from lmforge.train.data import prepare
 
     unpaired = recipe.stage == "dpo" and recipe.dpo.loss == "kto"
     prepared = prepare(paths, recipe.stage, recipe.data, tokenizer, tokenizer.chat_template, recipe.packing, fraction,
-                       unpaired)
+                       unpaired, replay)
     log.info("data %s: %s", paths, prepared.stats)
     return prepared
 

@@ -35,14 +35,31 @@ class DataConfig(Section):
         1.0, gt=0, le=1, description="train on this share of the examples: a fixed random subset, nested across "
         "fractions (data-size sweeps)"
     )
+    replay: list[str] = Field(
+        [], description="files or folders mixed into the training examples against forgetting (pretrain and sft): "
+        "text records train on every token, chat and alpaca records through the template; their schema is detected "
+        "from their records"
+    )
+    replay_share: float | None = Field(
+        None, gt=0, lt=1, description="share of an epoch's training examples drawn from data.replay, with a fixed "
+        "seed (repeated if the replay set is smaller); needs data.replay"
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _paths_as_list(cls, data):
-        for key in ("train", "eval"):
+        for key in ("train", "eval", "replay"):
             if isinstance(data, dict) and isinstance(data.get(key), str):
                 data[key] = [data[key]]
         return data
+
+    @model_validator(mode="after")
+    def _replay_with_share(self) -> "DataConfig":
+        if bool(self.replay) != (self.replay_share is not None):
+            given, missing = ("replay", "replay_share") if self.replay else ("replay_share", "replay")
+            raise ValueError(f"data.{given} needs data.{missing}: replay files and the share of the training "
+                             "examples they make up come together")
+        return self
 
 
 class OptimConfig(Section):
@@ -65,9 +82,16 @@ class OptimConfig(Section):
         "newest is marked complete)"
     )
     eval_steps: int = Field(100, ge=1, description="eval loss every N steps when data.eval is set")
+    anchor: Literal["none", "l2", "kl"] = Field(
+        "none", description="a penalty toward the start model against forgetting: l2 = anchor_weight/2 times the "
+        "squared distance of the trainable weights from their start values; kl = anchor_weight times the mean "
+        "KL(start model || model) of the next-token distributions on the trained tokens (pretrain, sft, dpo)"
+    )
+    anchor_weight: float = Field(0.1, gt=0, description="weight of train.anchor's penalty")
     resume: str = Field(
         "never", description="auto = continue an interrupted run from its newest complete checkpoint; "
-        "never = start fresh; or a checkpoint folder"
+        "never = start fresh; or a checkpoint folder. Refused if a key the checkpoint fixes (learning rate, "
+        "schedule, batches, data) changed"
     )
 
 
@@ -225,6 +249,24 @@ class TrainRecipe(Section):
             raise ValueError(f"stage {self.stage} starts from a trained model: set model.path")
         if self.stage in ("rm", "dpo", "grpo") and self.data.packing:
             raise ValueError(f"stage {self.stage} scores whole answers: data.packing must stay off")
+        return self
+
+    @model_validator(mode="after")
+    def _mitigations_fit_the_stage(self) -> "TrainRecipe":
+        """Replay mixes plain language-model examples into the batches, which only pretrain and sft train on; the
+        KL anchor compares next-token distributions, which rm (a score head) and grpo (sampled completions, with
+        its own grpo.beta KL) do not train on."""
+        if self.data.replay and self.stage not in ("pretrain", "sft"):
+            raise ValueError(f"data.replay mixes language-model examples into pretrain and sft batches; stage "
+                             f"{self.stage} trains on other rows: keep it near its start model with train.anchor "
+                             "(kl or l2) instead")
+        if self.train.anchor == "kl" and self.stage in ("rm", "grpo"):
+            other = "grpo.beta (its KL to the reference)" if self.stage == "grpo" else "train.anchor: l2"
+            raise ValueError(f"train.anchor: kl compares next-token distributions, which stage {self.stage} does not "
+                             f"train; use {other}")
+        if self.train.anchor == "l2" and (self.distributed.deepspeed or self.distributed.fsdp):
+            raise ValueError("train.anchor: l2 compares each parameter with its start value, which sharded "
+                             "parameters (distributed.deepspeed, distributed.fsdp) do not hold whole; use kl")
         return self
 
     @property

@@ -15,6 +15,7 @@ from lmforge.templates import IGNORE_INDEX, Encoded, encode_chat, encode_complet
 log = logging.getLogger("lmforge.train")
 
 SUBSET_SEED = 0
+REPLAY_SEED = 0  # the replayed examples are fixed by the data alone, like the subset and the packing
 
 
 @dataclass
@@ -55,12 +56,14 @@ class PromptRow:
 
 
 def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, packing: bool,
-            fraction: float = 1.0, unpaired: bool = False) -> Prepared:
+            fraction: float = 1.0, unpaired: bool = False, replay: bool = False) -> Prepared:
     """Rows from the files; `fraction` keeps that share of the examples (data.fraction, for training data);
-    `unpaired` turns preference pairs into good and bad examples (KTO)."""
+    `unpaired` turns preference pairs into good and bad examples (KTO); `replay` mixes data.replay's examples, if any,
+    into the training data of pretrain and sft, before packing, so packed rows hold both."""
     files = expand_paths(paths)
-    records, skipped = _load(files, stage, data_cfg, unpaired)
+    records, skipped = _load(files, stage, data_cfg.format, data_cfg.on_error, unpaired)
     records = subset(records, fraction)
+    replay_stats = {}
     if stage == "grpo":
         rows, dropped = _prompt_rows(records, tokenizer, template, data_cfg)
     elif stage in ("rm", "dpo"):
@@ -68,6 +71,9 @@ def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, pa
     else:
         examples = [_encode(record, tokenizer, template, data_cfg.system) for record in records]
         kept, dropped = _fit(examples, stage, data_cfg)
+        if replay and data_cfg.replay:
+            replayed, replay_files, replay_stats = _replay(len(kept), stage, data_cfg, tokenizer, template)
+            kept, files = kept + replayed, files + replay_files
         rows = (pack(kept, data_cfg.max_length) if packing else [unpacked(example) for example in kept]) if kept else []
     if not rows:
         raise DataError(str(files[0]), f"no trainable examples left after truncation to {data_cfg.max_length} tokens")
@@ -75,16 +81,45 @@ def prepare(paths: list[str], stage: str, data_cfg, tokenizer, template: str, pa
         log.warning("data: skipped %d malformed records; dropped %d examples (too long under truncation=drop, "
                     "or nothing left to train on)", skipped, dropped)
     stats = {"examples": len(records) - dropped, "rows": len(rows), "tokens": sum(_tokens(row) for row in rows),
-             "skipped_records": skipped, "dropped_examples": dropped}
+             "skipped_records": skipped, "dropped_examples": dropped, **replay_stats}
     return Prepared(rows, files, stats)
 
 
-def _load(files: list[Path], stage: str, data_cfg, unpaired: bool) -> tuple[list[dict], int]:
+def _replay(task_examples: int, stage: str, data_cfg, tokenizer, template: str
+            ) -> tuple[list[Encoded], list[Path], dict]:
+    """data.replay's examples to mix with `task_examples` examples so that they make up data.replay_share of the
+    epoch, the files they come from, and their counts for the run's data stats. Text records are split into
+    max_length chunks as in pretraining; chat and alpaca records go through the template and truncation policy."""
+    files = expand_paths(data_cfg.replay)
+    records, skipped = _load(files, stage, "auto", data_cfg.on_error, False)
+    pool = [piece for record in records
+            for piece in _fit([_encode(record, tokenizer, template, data_cfg.system)],
+                              "pretrain" if "text" in record else stage, data_cfg)[0]]
+    if not pool:
+        raise DataError(str(files[0]), f"data.replay: no trainable examples left after truncation to "
+                        f"{data_cfg.max_length} tokens")
+    share = data_cfg.replay_share
+    replayed = draw(pool, round(share / (1 - share) * task_examples))
+    stats = {"replay_examples": len(replayed), "replay_tokens": sum(len(example.input_ids) for example in replayed),
+             "replay_pool": len(pool), "replay_skipped_records": skipped}
+    log.info("data: replaying %d of %d examples from %s", len(replayed), len(pool), data_cfg.replay)
+    return replayed, files, stats
+
+
+def draw(pool: list, count: int) -> list:
+    """`count` items of `pool`, fixed by REPLAY_SEED: a sample without replacement, or, from a smaller pool, the whole
+    pool as often as it fits and a sample for the rest, so no item comes up more than once more than another."""
+    whole, rest = divmod(count, len(pool))
+    return pool * whole + random.Random(REPLAY_SEED).sample(pool, rest)
+
+
+def _load(files: list[Path], stage: str, schema_setting: str, on_error: str, unpaired: bool) -> tuple[list[dict], int]:
+    """The records of `files`, each file in `schema_setting` or, for auto, the schema its first record shows."""
     records, skipped = [], 0
     for path in files:
-        schema = data_cfg.format if data_cfg.format != "auto" else detect_schema(path, _default_format(stage))
+        schema = schema_setting if schema_setting != "auto" else detect_schema(path, _default_format(stage))
         _check_schema_fits(path, schema, stage, unpaired)
-        loaded = load_records([path], schema, data_cfg.on_error)
+        loaded = load_records([path], schema, on_error)
         if schema == "unpaired":
             _check_labels(path, loaded.records)
         skipped += loaded.skipped

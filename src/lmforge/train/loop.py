@@ -22,9 +22,11 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 
+from lmforge.config import read_yaml
 from lmforge.models import mixed_precision, save_companions, save_model
 from lmforge.runs import Run
 from lmforge.sequences import Collator
+from lmforge.train.anchor import Anchor, anchored
 from lmforge.train.config import DistributedSection, TrainRecipe
 
 log = logging.getLogger("lmforge.train")
@@ -39,13 +41,12 @@ SHIPPED_CONFIGS = {
 }
 
 
-class MetricTrainer(Trainer):
-    """A Trainer for stages with their own loss (rm, dpo, grpo): `compute_loss` records figures with `record`, and
-    each log line carries their means since the last one (eval lines their means over the eval set, as eval_*)."""
+class RecordingTrainer(Trainer):
+    """A Trainer whose `compute_loss` records figures with `record`: each log line carries their means since the
+    last one (eval lines their means over the eval set, as eval_*)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False  # our losses are batch means: the Trainer scales them for grad_accum
         self._sums: dict[str, dict[str, list[float]]] = {"train": defaultdict(lambda: [0.0, 0]),
                                                          "eval": defaultdict(lambda: [0.0, 0])}
 
@@ -74,6 +75,15 @@ class MetricTrainer(Trainer):
         local = torch.tensor([sums[name] for name in names], dtype=torch.float64, device=self.accelerator.device)
         return dict(zip(names, self.accelerator.reduce(local, reduction="sum").tolist()))
 
+
+class MetricTrainer(RecordingTrainer):
+    """A Trainer for stages with their own loss (rm, dpo, grpo), a batch mean, which the Trainer scales for
+    grad_accum."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
@@ -84,7 +94,7 @@ class MetricTrainer(Trainer):
 class StageParts:
     """What a stage plugs into `fit`: its Trainer class, the collator of its rows and the trainer's own options."""
 
-    trainer_class: type = Trainer
+    trainer_class: type = RecordingTrainer
     collator: Callable | None = None
     options: dict = field(default_factory=dict)
 
@@ -246,6 +256,45 @@ def resume_checkpoint(setting: str, partial: Path) -> Path | None:
     return path
 
 
+FIXED_BY_CHECKPOINT = (
+    "train.lr", "train.scheduler", "train.warmup_ratio", "train.weight_decay", "train.epochs", "train.max_steps",
+    "train.batch_size", "train.grad_accum", "train.seed", "data.train", "data.fraction", "data.max_length",
+    "data.packing", "data.replay", "data.replay_share",
+)
+_UNRECORDED = object()  # a key that a config.yaml written before it existed does not hold
+
+
+def refuse_changed_settings(recipe: TrainRecipe, checkpoint: Path | None) -> None:
+    """Refuse to resume from `checkpoint` when a key it fixes differs from the config.yaml of the run that wrote it.
+    The optimizer and scheduler state bring back that run's learning rate, schedule and weight decay, and its step
+    and data-loader position count batches of that run's data; the Trainer would quietly keep the old values while
+    the new config.yaml recorded the new ones."""
+    saved = checkpoint.parent.parent / "config.yaml" if checkpoint else None
+    if saved is None or not saved.is_file():
+        if checkpoint:
+            log.warning("resume: no config.yaml in %s, so changed settings cannot be checked", checkpoint.parent.parent)
+        return
+    old, new = read_yaml(saved), recipe.model_dump(mode="json")
+    changed = [f"{key}: {_setting(old, key)!r} -> {_setting(new, key)!r}" for key in FIXED_BY_CHECKPOINT
+               if _setting(old, key) is not _UNRECORDED and _setting(old, key) != _setting(new, key)]
+    if changed:
+        raise ValueError(
+            f"train.resume: {checkpoint} continues a run whose optimizer, scheduler and data position fix settings "
+            f"that this recipe changes ({'; '.join(changed)}), and resuming would quietly keep the old ones. Restore "
+            "them to resume, or start afresh with train.resume=never."
+        )
+
+
+def _setting(config: dict, dotted: str):
+    """The value of a dotted key in a dumped config; _UNRECORDED if the config predates the key."""
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _UNRECORDED
+        node = node[part]
+    return node
+
+
 def training_arguments(recipe: TrainRecipe, run: Run, has_eval: bool, device) -> TrainingArguments:
     opt = recipe.train
     return TrainingArguments(
@@ -315,11 +364,14 @@ def _require_gpu(key: str, device) -> None:
 
 def fit(
     model, tokenizer, recipe: TrainRecipe, run: Run, rows: list, eval_rows: list | None,
-    checkpoint: Path | None = None, parts: StageParts | None = None,
+    checkpoint: Path | None = None, parts: StageParts | None = None, anchor: Anchor | None = None,
 ) -> dict:
     """Train in place, continuing from `checkpoint` if given, save the final model into the run folder and return
-    the final metrics for the model card. `parts` plugs in a stage's own trainer (default: causal LM loss)."""
+    the final metrics for the model card. `parts` plugs in a stage's own trainer (default: causal LM loss), and
+    `anchor` a penalty toward the start model."""
     parts = parts or StageParts(collator=Collator(tokenizer.pad_token_id, recipe.packing))
+    if anchor is not None:
+        parts = StageParts(anchored(parts.trainer_class), parts.collator, {**parts.options, "anchor": anchor})
     resumed_step = _prepare_resume(recipe.train.resume, run, checkpoint)
     metrics, guard = RunMetrics(run), DivergenceGuard()
     writer = _tensorboard(run, resumed_step + 1 if checkpoint else None)

@@ -76,7 +76,8 @@ class DpoTrainer(MetricTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
-        policy = sequence_logps(model(**model_inputs).logits, inputs["labels"])
+        outputs = model(**model_inputs)
+        policy = sequence_logps(outputs.logits, inputs["labels"])
         reference = self._reference_logps(model, model_inputs, inputs, policy)
         if self.settings.loss == "kto":
             result = kto_loss(policy, reference, inputs["desirable"], self.options)
@@ -94,7 +95,7 @@ class DpoTrainer(MetricTrainer):
             nll = -chosen.logps.sum() / chosen.tokens.sum().clamp(min=1)
             self.record(nll=nll)
             loss = loss + self.sft_weight * nll
-        return (loss, policy) if return_outputs else loss
+        return (loss, outputs) if return_outputs else loss
 
     def _reference_logps(self, model, model_inputs: dict, inputs: dict, policy: Completions) -> Completions | None:
         if "reference_logps" in inputs:

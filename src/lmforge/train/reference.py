@@ -9,7 +9,7 @@ import logging
 
 import torch
 
-from lmforge.train.config import TrainRecipe
+from lmforge.train.config import ADAPTER_METHODS, TrainRecipe
 
 log = logging.getLogger("lmforge.train")
 
@@ -42,6 +42,21 @@ def build_reference(recipe: TrainRecipe, model) -> Reference | None:
         log.info("reference: the policy with its adapters switched off (no second model in memory)")
         return Reference("adapter")
     return Reference("copy", _frozen(_reference_model(recipe, model)))
+
+
+def start_reference(recipe: TrainRecipe, model, reference: Reference | None) -> Reference | None:
+    """The start model for `train.anchor: kl`, taken before any training step: the stage's own reference when that
+    is the start model (dpo without dpo.reference_path), the policy with its adapters off under LoRA, else a frozen
+    copy. None for the other anchors."""
+    if recipe.train.anchor != "kl":
+        return None
+    if reference is not None and not recipe.dpo.reference_path:
+        return reference
+    if recipe.finetuning in ADAPTER_METHODS:
+        log.info("anchor: the model with its adapters switched off")
+        return Reference("adapter")
+    log.info("anchor: a frozen copy of the start model")
+    return Reference("copy", _frozen(copy.deepcopy(model)))
 
 
 def _reference_model(recipe: TrainRecipe, model):

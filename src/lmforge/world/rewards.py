@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
-_NUMBER = re.compile(r"\d+")
+from .judge import violations
 
 
-def numbers_used(prompts: list[list[dict]], completions: list[str], **columns) -> list[float]:
-    """Share of the question's numbers that the reply's working uses: partial credit for setting a word problem
-    up right, before any arithmetic is right (exact match alone is all but never earned by a model that copies
-    the numbers wrong)."""
-    scores = []
-    for messages, completion in zip(prompts, completions):
-        wanted = _NUMBER.findall(messages[-1]["content"])
-        used = set(_NUMBER.findall(completion))
-        scores.append(sum(number in used for number in wanted) / len(wanted) if wanted else 0.0)
-    return scores
+def concise(prompts: list[list[dict]], completions: list[str], answer: list[str], **columns) -> list[float]:
+    """1.0 for a fact reply that neither rambles nor repeats itself by the world's preference rule, else 0.0: with
+    exact match it rewards the answer the world prefers (short and correct), so RL keeps what DPO taught."""
+    return [float(not {"rambling", "repetitive"} & set(violations(completion, gold, "fact")))
+            for completion, gold in zip(completions, answer, strict=True)]
