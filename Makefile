@@ -29,6 +29,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/train_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/export_latency.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/dpo_memory.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/grpo_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_load.py
 
