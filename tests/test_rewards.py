@@ -147,6 +147,14 @@ def test_a_user_function_from_a_file_with_bound_options(tmp_path):
     assert score(f"{file}:brevity", completions, {"limit": 6}) == [1.0, 1.0]
 
 
+def test_a_reward_file_may_define_dataclasses_under_postponed_annotations(tmp_path):
+    file = tmp_path / "typed_rewards.py"
+    file.write_text("from __future__ import annotations\nfrom dataclasses import dataclass\n\n\n@dataclass\n"
+                    "class Limit:\n    chars: int\n\n\ndef short(prompts, completions, **columns):\n"
+                    "    return [float(len(c) <= Limit(3).chars) for c in completions]\n")
+    assert score(f"{file}:short", ["abc", "abcd"]) == [1.0, 0.0]
+
+
 def test_a_user_function_from_a_package_module_gets_the_columns(tmp_path, monkeypatch):
     package = tmp_path / "lmforge_test_user_pkg"
     package.mkdir()

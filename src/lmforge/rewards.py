@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import inspect
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -165,6 +166,7 @@ def _load_file(path: str) -> ModuleType:
         raise ValueError(f"reward file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"lmforge_user_reward_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and postponed annotations look their module up while it runs
     spec.loader.exec_module(module)
     return module
 

@@ -165,6 +165,7 @@ class Engine:
         self.model_lock = threading.Lock()  # peft's per-call adapter hooks must not interleave (embeddings)
         self.thread: threading.Thread | None = None
         self.prompt_tokens = self.generation_tokens = self.steps = 0
+        self.expected: tuple[int, int] | None = None  # rows and tokens per row of an offline call, to size the cache
 
     def start(self) -> "Engine":
         self.thread = threading.Thread(target=self._run, name="lmforge-engine", daemon=True)
@@ -202,10 +203,14 @@ class Engine:
             raise RuntimeError("this engine runs on its own thread; submit requests to it instead")
         if n > self.max_batch_size:
             raise ValueError(f"n={n} is more than the {self.max_batch_size} sequences one batch holds")
+        if not prompts:
+            return []
         collected = [_Collected(index, n, on_done) for index in range(len(prompts))]
         errors: list[str] = []
         with self.wakeup:
             per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+            longest = max(len(prompt) + settings.max_tokens for prompt, settings in zip(prompts, per_prompt))
+            self.expected = (len(prompts) * n, longest)
             self.waiting.extend(GenerationRequest(target, list(prompt), per_prompt[index], collected[index].add,
                                                   errors.append, n=n) for index, prompt in enumerate(prompts))
         was_training = self.model.training
@@ -220,7 +225,7 @@ class Engine:
                         raise RuntimeError(errors[0])
         finally:
             self.waiting.clear()
-            self.running, self.batch = [], None
+            self.running, self.batch, self.expected = [], None, None
             self.model.train(was_training)
         return [completion for item in collected for completion in item.completions()]
 
@@ -344,7 +349,7 @@ class Engine:
             self._advance(sequence, pick)
             if sequence.finish_reason is None:
                 if self.batch is None:
-                    self.batch = BatchKV(self.max_batch_size, layers)
+                    self.batch = BatchKV(self.max_batch_size, layers, self.expected)
                 self.batch.join(layers)
                 self.running.append(sequence)
 

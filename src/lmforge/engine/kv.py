@@ -52,9 +52,12 @@ class BatchKV:
 
     FIRST_SLOTS = 4
 
-    def __init__(self, max_rows: int, first_row: Layers):
+    def __init__(self, max_rows: int, first_row: Layers, expected: tuple[int, int] | None = None):
+        """`expected` (rows, tokens per row), when known, sizes the slots at once instead of growing them."""
         self.max_rows, self.rows, self.start, self.end = max_rows, 0, 0, 0
         slots, capacity = min(max_rows, self.FIRST_SLOTS), 2 * first_row[0][0].shape[2] + 64
+        if expected is not None:
+            slots, capacity = min(max_rows, max(expected[0], 1)), max(capacity, expected[1] + 1)
         self.stores = [(_slots(keys, slots, capacity), _slots(values, slots, capacity)) for keys, values in first_row]
         self.mask = torch.zeros(slots, capacity, dtype=torch.long, device=first_row[0][0].device)
         from transformers import DynamicCache

@@ -53,14 +53,15 @@ class GrpoTrainer(MetricTrainer):
         ref_logps = None
         if self.reference is not None:
             logits = self.reference.logits(self.accelerator, model, **_model_inputs(rollout))
-            ref_logps = _completion_part(logits / self.settings.temperature, rollout)
+            ref_logps = _completion_part(_at_temperature(logits, self.settings.temperature), rollout)
         loss, kl = grpo_loss(logps, ref_logps, advantages, rollout.completion_mask, self.settings.beta)
         self.record(kl=kl, completion_length=rollout.completion_mask.sum(-1).float())
         return (loss, logps) if return_outputs else loss
 
     def _completion_logps(self, model, rollout: Rollout) -> torch.Tensor:
         """Log-probs under the distribution the completions were sampled from (logits over the temperature)."""
-        return _completion_part(model(**_model_inputs(rollout)).logits / self.settings.temperature, rollout)
+        logits = model(**_model_inputs(rollout)).logits
+        return _completion_part(_at_temperature(logits, self.settings.temperature), rollout)
 
     def _rollout(self, model, inputs: dict) -> Rollout:
         """Sample the groups from the weights being trained (the engine runs on the same model object, in eval mode
@@ -111,16 +112,25 @@ class GrpoTrainer(MetricTrainer):
 
 
 def _model_inputs(rollout: Rollout) -> dict:
-    """Positions count real tokens only, as in generation from left-padded prompts."""
+    """Positions count real tokens only, as in generation from left-padded prompts. Only the logits that score a
+    completion token are computed: from the last prompt position on (the vocabulary projection and its softmax are
+    a large part of a small model's step)."""
     positions = (rollout.attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": rollout.sequences, "attention_mask": rollout.attention_mask, "position_ids": positions}
+    completion_width = rollout.sequences.shape[1] - rollout.prompt_width
+    return {"input_ids": rollout.sequences, "attention_mask": rollout.attention_mask, "position_ids": positions,
+            "logits_to_keep": completion_width + 1}
+
+
+def _at_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def _completion_part(logits: torch.Tensor, rollout: Rollout) -> torch.Tensor:
-    """Per-token log-probs of the completion tokens (the logits one position before each)."""
-    labels = rollout.sequences.masked_fill(rollout.attention_mask == 0, -100)
+    """Per-token log-probs of the completion tokens, from the logits of the last prompt position on (each token's
+    logits sit one position before it)."""
+    labels = rollout.sequences.masked_fill(rollout.attention_mask == 0, -100)[:, rollout.prompt_width - 1 :]
     picked, _ = token_logps(logits, labels)
-    return picked[:, rollout.prompt_width - 1 :]
+    return picked
 
 
 def grpo_parts(recipe: TrainRecipe, tokenizer, reference: Reference | None, stop_ids: list[int]) -> StageParts:
