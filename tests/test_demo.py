@@ -17,10 +17,33 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert "| sft-lora |" in text and "## Full SFT against LoRA SFT" in text
     assert "LoRA reaches" in text and "of the parameters" in text
     sweep = json.loads((report.parent / "sweep-sft" / "sweep.json").read_text(encoding="utf-8"))
-    assert [row["data.fraction"] for row in sweep] == [0.1, 0.25, 0.5]
+    assert [row["data.fraction"] for row in sweep] == [0.1, 0.25]
     assert [row["examples"] for row in sweep] == sorted({row["examples"] for row in sweep})
     assert "## SFT on less data" in text and "(sweep-sft/sweep.png)" in text
-    assert "## Alignment: DPO, then GRPO on arithmetic" in text and "| win rate against sft" in text
+    assert "## Alignment: DPO, then GRPO on world facts" in text and "| win rate against sft" in text
+    assert "over decided pairs" in text and "### What GRPO taught" in text and "pass@1" in text
+    machine = json.loads((report.parent / "report.json").read_text(encoding="utf-8"))
+    assert list(machine["stage_seconds"])[:3] == ["world and tokenizer", "pretrain", "eval pretrain"]
+    assert {"sft", "sft-plain", "grpo", "eval grpo", "pass@k before and after grpo", "serve"} <= set(
+        machine["stage_seconds"])
+    assert sum(machine["stage_seconds"].values()) <= machine["total_seconds"] + 1
+    retention = {row["variant"]: row for row in machine["retention"]}
+    assert list(retention) == ["sft-plain", "sft", "sft-lora"]
+    assert retention["sft"]["mitigation"].startswith("replay") and retention["sft-plain"]["mitigation"] == "none"
+    assert retention["sft-lora"]["mitigation"].startswith("lora adapters")
+    for row in retention.values():
+        low, high = row["world_mc_acc"]["ci"]
+        assert low <= row["world_mc_acc"]["value"] <= high and len(row["world_mc_change"]["ci"]) == 2
+    assert "## Keeping general ability" in text and "(retention.png)" in text
+    assert (report.parent / "retention.png").exists()
+    for gain in machine["grpo"]["gain"].values():
+        assert gain["delta"] == gain["b"] - gain["a"] and gain["ci"][0] <= gain["delta"] <= gain["ci"][1]
+    assert len(machine["grpo"]["gain"]) == 3
+    for sampled in machine["grpo"]["pass_at_k"].values():
+        assert sampled["k"] == 8 and 0 <= sampled["pass_at_1"] <= sampled["pass_at_k"] <= 1
+    assert machine["stages"]["sft"]["world_mc_acc"]["n"] == 12 and machine["stages"]["sft-plain"][
+        "arithmetic_exact_match"] is None
+    assert "## Time of each stage" in text
     assert "repetition rate" in text and "GRPO's mean reward" in text and "(grpo/reward.png)" in text
     assert "### What alignment cost and gained" in text
     served = json.loads((report.parent / "serve.json").read_text(encoding="utf-8"))
@@ -36,7 +59,7 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
             "world_mc": 12, "world_qa": 3 * 12, "world_arithmetic": min(12, SIZES["tiny"].arithmetic_test)}
         assert set(results["tasks"]["world_qa"]["subjects"]) == {"fact-seen", "fact-new-wording", "fact-unseen"}
         assert f"({stage}/loss.png)" in text and (run / "loss.png").exists()
-    assert "## What SFT cost and gained" in text and "| world_mc | acc |" in text
+    assert "### What SFT cost and gained" in text and "| world_mc | acc |" in text
     assert "## Error analysis" in text and "| repetition |" in text
     assert (report.parent / "pretrain-vs-sft" / "comparison.png").exists()
     assert (report.parent / "eval-sft" / "analysis.md").exists()

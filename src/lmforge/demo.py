@@ -3,6 +3,7 @@ whose numbers show what each stage did."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -12,9 +13,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from lmforge.config import Section
+from lmforge.config import Preset, Section
 from lmforge.runs import last_record, read_metrics
-from lmforge.config import Preset
+from lmforge.world import WORLD_TASKS
 
 log = logging.getLogger("lmforge.demo")
 
@@ -32,10 +33,26 @@ class DemoConfig(Section):
     dpo_steps: int = Field(-1, description="DPO steps (-1: the recipe's)")
     grpo_steps: int = Field(-1, description="GRPO steps (-1: the recipe's)")
     eval_limit: int = Field(0, ge=0, description="evaluate on the first N items of each benchmark (0: all)")
+    pass_k: int = Field(8, ge=2, description="replies sampled per held-out question to measure pass@k before GRPO")
     sweep: bool = Field(True, description="also run an SFT data-size sweep (`lmforge sweep`)")
     sweep_fractions: list[float] = Field(
-        [0.1, 0.25, 0.5], description="shares of the SFT data the sweep trains on (the full data is the sft stage)"
+        [0.1, 0.25], description="shares of the SFT data the sweep trains on (the full data is the sft stage)"
     )
+
+
+class StageClock:
+    """Wall time of each demo stage, in the order the stages ran."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
 
 
 def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
@@ -46,33 +63,71 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     report = out / "report.md"
     if report.exists() and not overwrite:
         raise FileExistsError(f"{report} already exists; pass --overwrite to run the demo again")
-    started = time.time()
+    started, clock = time.monotonic(), StageClock()
     world = out / "world"
-    write_world(cfg.seed, world, cfg.world_size, overwrite=overwrite)
-    tokenizer_dir = train_tokenizer(
-        TokenizerConfig(data=[str(world / "pretrain.jsonl"), str(world / "sft_train.jsonl")],
-                        output_dir=str(out), vocab_size=cfg.vocab_size),
-        overwrite=overwrite,
-    )
-    pretrain_dir = _train_stage("demo-pretrain", cfg, overwrite, {
-        "model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir), "data.train": [str(world / "pretrain.jsonl")],
-    }, cfg.pretrain_steps)
-    evals = {"pretrain": evaluate_stage(pretrain_dir, world, cfg, overwrite)}
-    runs = {"pretrain": pretrain_dir}
-    sft_updates = {"model.path": str(pretrain_dir), "data.train": [str(world / "sft_train.jsonl")]}
-    for stage, recipe_name in SFT_VARIANTS.items():
-        runs[stage] = _train_stage(recipe_name, cfg, overwrite, sft_updates, cfg.sft_steps)
-        evals[stage] = evaluate_stage(runs[stage], world, cfg, overwrite)
-    runs["dpo"] = _train_stage("demo-dpo", cfg, overwrite, {
-        "model.path": str(runs["sft"]), "data.train": [str(world / "preference.jsonl")]}, cfg.dpo_steps)
-    evals["dpo"] = evaluate_stage(runs["dpo"], world, cfg, overwrite)
-    runs["grpo"] = _train_stage("demo-grpo", cfg, overwrite, {
-        "model.path": str(runs["dpo"]), "data.train": [str(world / "rl_arithmetic.jsonl")]}, cfg.grpo_steps)
-    evals["grpo"] = evaluate_stage(runs["grpo"], world, cfg, overwrite)
-    sweep = _sweep_sft(cfg, world, sft_updates, overwrite) if cfg.sweep else None
-    served = serve_and_ask(runs["grpo"], _first_question(evals["grpo"]), out / "serve.json")
-    write_report(report, evals, runs, time.time() - started, sweep, served)
+    with clock("world and tokenizer"):
+        write_world(cfg.seed, world, cfg.world_size, overwrite=overwrite)
+        tokenizer_dir = train_tokenizer(
+            TokenizerConfig(data=[str(world / "pretrain.jsonl"), str(world / "sft_train.jsonl")],
+                            output_dir=str(out), vocab_size=cfg.vocab_size),
+            overwrite=overwrite,
+        )
+    runs, evals = {}, {}
+
+    def stage(name: str, recipe_name: str, updates: dict, steps: int, tasks: tuple[str, ...] = tuple(WORLD_TASKS)):
+        with clock(name):
+            runs[name] = _train_stage(recipe_name, cfg, overwrite, {"name": name, **updates}, steps)
+        with clock(f"eval {name}"):
+            evals[name] = evaluate_stage(runs[name], world, cfg, overwrite, tasks)
+
+    stage("pretrain", "demo-pretrain", {"model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir),
+                                        "data.train": [str(world / "pretrain.jsonl")]}, cfg.pretrain_steps)
+    sft_updates = {"model.path": str(runs["pretrain"]), "data.train": [str(world / "sft_train.jsonl")]}
+    replay = {"data.replay": [str(world / "pretrain.jsonl")]}  # demo-sft replays this world's pretraining text
+    for name, (recipe_name, changes) in SFT_VARIANTS.items():
+        stage(name, recipe_name, {**sft_updates, **(replay if recipe_name == "demo-sft" else {}), **changes},
+              cfg.sft_steps, tuple(WORLD_TASKS) if name in SFT_STAGES else RETENTION_TASKS)
+    stage("dpo", "demo-dpo", {"model.path": str(runs["sft"]), "data.train": [str(world / "preference.jsonl")]},
+          cfg.dpo_steps)
+    stage("grpo", "demo-grpo", {"model.path": str(runs["dpo"]), "data.train": [str(world / "rl_facts.jsonl")]},
+          cfg.grpo_steps)
+    with clock("pass@k before and after grpo"):
+        sampled = {name: pass_at_k(runs[name], world, cfg.pass_k, cfg.eval_limit) for name in ("dpo", "grpo")}
+    sweep = None
+    if cfg.sweep:
+        with clock("sweep"):
+            sweep = _sweep_sft(cfg, world, {**sft_updates, **replay}, overwrite)
+    with clock("serve"):
+        served = serve_and_ask(runs["grpo"], _first_question(evals["grpo"]), out / "serve.json")
+    write_report(report, evals, runs, clock.seconds, time.monotonic() - started, sweep, served, sampled)
     return report
+
+
+def pass_at_k(model_dir: Path, world: Path, k: int, limit: int = 0, temperature: float = 1.0) -> dict:
+    """pass@1 and pass@k on world_qa's held-out fact questions: k replies sampled per question through the engine
+    (sharing the question's prefill), scored by GRPO's exact-match reward. With k samples of k, pass@k is the share
+    of questions with at least one right reply."""
+    import numpy as np
+
+    from lmforge.engine import SamplingParams, generate_texts
+    from lmforge.models import load_for_inference
+    from lmforge.rewards import exact_match
+    from lmforge.templates import encode_prompt
+
+    lines = (world / "qa_test.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [record for record in map(json.loads, lines) if record["group"] == "fact-seen"][: limit or None]
+    model, tokenizer = load_for_inference(str(model_dir))
+    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": r["question"]}], tokenizer.chat_template)
+               for r in records]
+    replies = generate_texts(model, tokenizer, prompts, SamplingParams(32, temperature, seed=0), n=k)
+    right = np.array(exact_match([], [reply.text for reply in replies],
+                                 answer=[records[reply.prompt_index]["answer"] for reply in replies]))
+    per_question = right.reshape(len(records), k)
+    samples = [{"id": record["id"], "metrics": {"pass_at_1": float(row.mean()), "pass_at_k": float(row.max())}}
+               for record, row in zip(records, per_question)]
+    return {"k": k, "questions": len(records), "temperature": temperature,
+            "pass_at_1": float(per_question.mean()), "pass_at_k": float(per_question.max(axis=1).mean()),
+            "samples": samples}
 
 
 def _first_question(eval_dir: Path) -> str:
@@ -105,8 +160,17 @@ def serve_and_ask(model_dir: Path, question: str, record: Path) -> dict:
     return served
 
 
-# The SFT stage twice, from the same pretrained model: every weight trained, and LoRA adapters only.
-SFT_VARIANTS = {"sft": "demo-sft", "sft-lora": "demo-sft-lora"}
+# The SFT stage from the same pretrained model: the shipped recipe (which replays pretraining text against
+# forgetting), LoRA adapters only (the other mitigation the retention table shows), and the same recipe without
+# replay, the table's baseline. (stage name: recipe, recipe changes)
+SFT_VARIANTS = {
+    "sft": ("demo-sft", {}),
+    "sft-lora": ("demo-sft-lora", {}),
+    "sft-plain": ("demo-sft", {"data.replay": [], "data.replay_share": None}),
+}
+SFT_STAGES = ("sft", "sft-lora")  # the others are scored on the retention table's two tasks only
+RETENTION_ORDER = ("sft-plain", "sft", "sft-lora")
+RETENTION_TASKS = ("world_mc", "world_qa")
 
 
 def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: dict, steps: int) -> Path:
@@ -138,13 +202,13 @@ def _sweep_sft(cfg: DemoConfig, world: Path, updates: dict, overwrite: bool) -> 
                                  name="sweep-sft", output_dir=cfg.output_dir), overwrite=overwrite)
 
 
-def evaluate_stage(model_dir: Path, world: Path, cfg: DemoConfig, overwrite: bool) -> Path:
+def evaluate_stage(model_dir: Path, world: Path, cfg: DemoConfig, overwrite: bool,
+                   task_names: tuple[str, ...] = tuple(WORLD_TASKS)) -> Path:
     """`lmforge eval` on the world's own tasks; the eval run lands beside the stage's run as eval-<stage>."""
     from lmforge.eval.config import EvalConfig
     from lmforge.eval.runner import evaluate
-    from lmforge.world import WORLD_TASKS
 
-    tasks = [str(world / "tasks" / f"{name}.yaml") for name in WORLD_TASKS]
+    tasks = [str(world / "tasks" / f"{name}.yaml") for name in task_names]
     eval_cfg = EvalConfig(model=str(model_dir), tasks=tasks, limit=cfg.eval_limit, output_dir=cfg.output_dir,
                           name=f"eval-{model_dir.name}")
     return evaluate(eval_cfg, overwrite=overwrite)
@@ -165,35 +229,45 @@ REPORT_ROWS = [
 ]
 
 
-def report_values(results: dict) -> dict[str, float | None]:
-    """The report's numbers from one eval run; None where --eval-limit left a group out."""
-    values = {}
+def report_figures(results: dict) -> dict[str, dict | None]:
+    """Each report row's value with its 95% bootstrap interval and n, from the eval run's samples; None where the run
+    did not score the row (a task it skipped, or a group --eval-limit left out)."""
+    from lmforge.eval.metrics import aggregate, bootstrap_interval
+
+    figures = {}
     for row, task, metric, subject, _ in REPORT_ROWS:
-        result = results["tasks"][task]
-        if subject is None:
-            values[row] = result["metrics"][metric]["value"]
-        else:
-            values[row] = result.get("subjects", {}).get(subject, {}).get(metric)
-    return values
+        samples = _task_samples(results, task, subject)
+        figures[row] = {"value": aggregate(metric, samples), "ci": bootstrap_interval(metric, samples),
+                        "n": len(samples)} if samples else None
+    return figures
+
+
+def _task_samples(results: dict, task: str, subject: str | None = None) -> list[dict]:
+    samples = results["tasks"].get(task, {}).get("samples", [])
+    return [sample for sample in samples if subject is None or sample.get("subject") == subject]
 
 
 def _sample_questions(results: dict) -> list[tuple[str, str]]:
     """One English fact, one Chinese fact and one arithmetic reply, when present."""
-    qa, arithmetic = results["tasks"]["world_qa"]["samples"], results["tasks"]["world_arithmetic"]["samples"]
+    qa, arithmetic = _task_samples(results, "world_qa"), _task_samples(results, "world_arithmetic")
     picks = [next((s for s in qa if not CJK.search(s["query"])), None),
              next((s for s in qa if CJK.search(s["query"])), None), next(iter(arithmetic), None)]
     return [(p["query"], p["output"]) for p in picks if p is not None]
 
 
-def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seconds: float,
-                 sweep: Path | None = None, served: dict | None = None) -> None:
+def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], stage_seconds: dict[str, float],
+                 seconds: float, sweep: Path | None = None, served: dict | None = None,
+                 sampled: dict[str, dict] | None = None) -> None:
+    """report.md for people and report.json with the same numbers for programs."""
     from lmforge.eval.analyze import analyze_run
     from lmforge.eval.compare import compare_runs
     from lmforge.eval.report import read_results
     from lmforge.runs import atomic_write_text
 
     results = {stage: read_results(folder) for stage, folder in evals.items()}
-    values = {stage: report_values(result) for stage, result in results.items()}
+    figures = {stage: report_figures(result) for stage, result in results.items()}
+    values = {stage: {row: None if f is None else f["value"] for row, f in rows.items()}
+              for stage, rows in figures.items()}
     names = [row[0] for row in REPORT_ROWS]
     lines = [
         "# lmforge demo report",
@@ -205,10 +279,16 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     ]
     lines += [f"| {stage} | " + " | ".join(_percent(row[n]) for n in names) + " |" for stage, row in values.items()]
     lines += ["", *[f"- `{name}`: {note}" for name, *_, note in REPORT_ROWS]]
-    _, retention = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
-    lines += ["", "## What SFT cost and gained (`lmforge compare`)", "", _body(retention)]
+    lines += ["", "## Time of each stage", "", _times_table(stage_seconds, seconds)]
+    retention, retention_rows = _retention_section(results, figures, runs, path.parent)
+    lines += ["", "## Keeping general ability: what each SFT variant gains and keeps", "", retention]
+    _, compared = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
+    lines += ["", "### What SFT cost and gained (`lmforge compare`)", "", _body(compared)]
     lines += ["", "## Full SFT against LoRA SFT", "", _finetuning_comparison(runs, values)]
-    lines += ["", "## Alignment: DPO, then GRPO on arithmetic", "", _alignment_section(results, values, runs)]
+    alignment, wins = _alignment_section(results, values, runs)
+    lines += ["", "## Alignment: DPO, then GRPO on world facts", "", alignment]
+    grpo_text, grpo = _grpo_section(results, runs, sampled)
+    lines += ["", "### What GRPO taught", "", grpo_text]
     _, aligned = compare_runs(evals["sft"], evals["grpo"], path.parent / "sft-vs-grpo")
     lines += ["", "### What alignment cost and gained: the SFT model against the final GRPO model", "", _body(aligned)]
     if sweep is not None:
@@ -221,9 +301,127 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], seco
     if served is not None:
         lines += ["", "## Serving the final model (`lmforge serve`)", "", _serving_section(served)]
     for stage, run_dir in runs.items():
-        lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)", ""]
+        lines += ["", f"## {stage}", "", f"Run folder: `{run_dir}`", "", f"![{stage} loss]({run_dir.name}/loss.png)",
+                  ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
+    machine = {"total_seconds": round(seconds, 1), "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
+               "stages": figures, "retention": retention_rows, "dpo_against_sft": wins["dpo"], "grpo": grpo}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(machine, ensure_ascii=False, indent=2) + "\n")
+
+
+def _times_table(stage_seconds: dict[str, float], seconds: float) -> str:
+    from lmforge.eval.report import markdown_table
+
+    rows = [[stage, f"{value:.0f} s", f"{value / seconds:.0%}"] for stage, value in stage_seconds.items()]
+    return markdown_table(["stage", "wall time", "share"], [*rows, ["all", f"{seconds:.0f} s", "100%"]])
+
+
+RETENTION_TARGET = {"world_mc_points_below_pretrain": 0.05, "qa_exact_match_at_least": 0.40}
+
+
+def _retention_section(results: dict, figures: dict, runs: dict[str, Path], demo_dir: Path) -> tuple[str, list]:
+    """Each SFT variant's task gain (QA exact match) against its retention (world MC, and its change from the
+    pretrained model by a paired bootstrap), with the target the demo holds itself to, as a table and a chart."""
+    from lmforge.eval.compare import paired_change
+    from lmforge.eval.report import markdown_table
+    from lmforge.plots import plot_tradeoff
+
+    pretrain_mc = _task_samples(results["pretrain"], "world_mc")
+    floor = figures["pretrain"]["world_mc_acc"]["value"] - RETENTION_TARGET["world_mc_points_below_pretrain"]
+    rows, table, points = [], [], {}
+    for stage in (name for name in RETENTION_ORDER if name in results):
+        qa, mc = figures[stage]["qa_exact_match"], figures[stage]["world_mc_acc"]
+        change = paired_change("acc", *_aligned(pretrain_mc, _task_samples(results[stage], "world_mc")))
+        meets = qa is not None and mc["value"] >= floor and qa["value"] >= RETENTION_TARGET["qa_exact_match_at_least"]
+        rows.append({"variant": stage, "mitigation": _mitigation(runs[stage]), "qa_exact_match": qa,
+                     "world_mc_acc": mc, "world_mc_change": change, "meets_target": meets})
+        table.append([f"`{stage}`", _mitigation(runs[stage]), _with_ci(qa), _with_ci(mc),
+                      f"{change['delta']:+.1%} [{change['ci'][0]:+.1%}, {change['ci'][1]:+.1%}]",
+                      "yes" if meets else "no"])
+        if qa is not None:
+            points[stage] = (mc["value"], mc["ci"], qa["value"], qa["ci"])
+    chart = plot_tradeoff(points, demo_dir / "retention.png", "SFT variants: task gain against retention",
+                          "world multiple choice (retention)", "QA exact match (task)",
+                          (floor, RETENTION_TARGET["qa_exact_match_at_least"]))
+    text = (markdown_table(["variant", "mitigation", "QA exact match (95% CI)", "world MC (95% CI)",
+                            "world MC change from pretrain (paired 95% CI)", "meets the target"], table)
+            + f"\n\nThe pretrained model answers {_with_ci(figures['pretrain']['world_mc_acc'])} of the world's "
+            f"multiple-choice questions. The target: world MC at most "
+            f"{RETENTION_TARGET['world_mc_points_below_pretrain'] * 100:g} points below the pretrained model (dashed "
+            f"vertical line) "
+            f"and QA exact match of at least {RETENTION_TARGET['qa_exact_match_at_least']:.0%} (dashed horizontal "
+            f"line). The `sft` stage, which DPO and GRPO build on, runs the shipped `demo-sft` recipe."
+            f"\n\n![retention]({chart.name})")
+    return text, rows
+
+
+def _aligned(samples_a: list[dict], samples_b: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The samples both runs scored, in the same order (for a paired comparison)."""
+    by_id = {sample["id"]: sample for sample in samples_b}
+    common = [sample for sample in samples_a if sample["id"] in by_id]
+    return common, [by_id[sample["id"]] for sample in common]
+
+
+def _mitigation(run_dir: Path) -> str:
+    """What a run did against forgetting, read from the config it ran with."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    parts = []
+    if config["data"].get("replay"):
+        parts.append(f"replay of pretraining text ({config['data']['replay_share']:.0%} of the examples)")
+    if config["train"].get("anchor", "none") != "none":
+        parts.append(f"{config['train']['anchor']} anchor to the pretrained model "
+                     f"(weight {config['train']['anchor_weight']:g})")
+    if config.get("finetuning") in ("lora", "dora", "qlora"):
+        parts.append(f"{config['finetuning']} adapters (r={config['lora']['r']})")
+    return "; ".join(parts) or "none"
+
+
+def _with_ci(figure: dict | None) -> str:
+    if figure is None:
+        return "-"
+    return f"{figure['value']:.1%} [{figure['ci'][0]:.1%}, {figure['ci'][1]:.1%}]"
+
+
+def _grpo_section(results: dict, runs: dict[str, Path], sampled: dict[str, dict] | None) -> tuple[str, dict]:
+    """GRPO's exact-match gain on held-out questions over its start model, greedy and sampled, with paired-bootstrap
+    intervals, and why RL can help there: pass@k well above pass@1 before RL means the model often knows an answer
+    it does not give first, which a group-relative reward makes it give."""
+    from lmforge.eval.compare import paired_change
+
+    gains = {}
+    for row, subject in (("held-out questions, greedy", "fact-seen"), ("new wording, greedy", "fact-new-wording")):
+        pairs = _aligned(_task_samples(results["dpo"], "world_qa", subject),
+                         _task_samples(results["grpo"], "world_qa", subject))
+        gains[row] = paired_change("exact_match", *pairs) if pairs[0] else None
+    before_rl = sampled["dpo"] if sampled else None
+    if sampled:
+        row = f"held-out questions, sampled at temperature {before_rl['temperature']:g} (pass@1)"
+        gains[row] = paired_change("pass_at_1", *_aligned(sampled["dpo"]["samples"], sampled["grpo"]["samples"]))
+    main = gains["held-out questions, greedy"]
+    prompts = last_record(runs["grpo"], "data").get("examples")
+    lines = [f"GRPO trained on the world's fact questions ({prompts} prompts in `rl_facts.jsonl`, asked in phrasings "
+             "SFT used) with an exact-match reward and the world's `concise` reward. It is scored on `world_qa`'s "
+             "held-out questions: the same facts asked in the one phrasing that no training file uses."]
+    if before_rl:
+        lines += ["", f"Before RL, the dpo model sampled at temperature {before_rl['temperature']:g} answers "
+                  f"{before_rl['pass_at_1']:.1%} of its replies right (pass@1) and at least one of {before_rl['k']} "
+                  f"replies right for {before_rl['pass_at_k']:.1%} of the questions (pass@{before_rl['k']}). Where "
+                  "pass@k is well above pass@1, the model often knows an answer it does not give first, and sampled "
+                  f"groups hold rewarded replies to learn from. After GRPO: pass@1 {sampled['grpo']['pass_at_1']:.1%}, pass@{before_rl['k']} "
+                  f"{sampled['grpo']['pass_at_k']:.1%}."]
+    if main is not None:
+        verdict = "excludes" if main["ci"][0] > 0 or main["ci"][1] < 0 else "includes"
+        lines += ["", "| held-out set | dpo | grpo | gain | paired 95% CI | n |", "|---|---|---|---|---|---|"]
+        lines += [f"| {row} | {g['a']:.1%} | {g['b']:.1%} | {g['delta']:+.1%} | [{g['ci'][0]:+.1%}, "
+                  f"{g['ci'][1]:+.1%}] | {g['n']} |" for row, g in gains.items() if g]
+        lines += ["", f"Exact match on held-out questions moved by {main['delta']:+.1%}; the interval {verdict} 0."]
+    passes = {name: {key: value for key, value in figures.items() if key != "samples"}
+              for name, figures in (sampled or {}).items()}
+    return "\n".join(lines), {"task": "world facts (rl_facts.jsonl), scored on world_qa fact-seen",
+                              "pass_at_k": passes, "gain": gains}
 
 
 def _serving_section(served: dict) -> str:
@@ -242,7 +440,7 @@ def _serving_section(served: dict) -> str:
 ALIGNED = ("sft", "dpo", "grpo")
 
 
-def _alignment_section(results: dict, values: dict, runs: dict[str, Path]) -> str:
+def _alignment_section(results: dict, values: dict, runs: dict[str, Path]) -> tuple[str, dict]:
     """What preference optimisation and RL changed, judged by the toy world's own preference rule (concise and
     correct beats rambling, repetitive or wrong) on the replies every stage gave to the same held-out questions."""
     from lmforge.eval.report import markdown_table
@@ -253,6 +451,8 @@ def _alignment_section(results: dict, values: dict, runs: dict[str, Path]) -> st
     wins = {stage: win_rate(replies[stage], replies["sft"]) for stage in ALIGNED[1:]}
     rows = [
         ["win rate against sft (ties count half)", "-", *(_percent(wins[s]["win_rate"]) for s in ALIGNED[1:])],
+        ["win rate against sft over decided pairs", "-",
+         *(_percent(wins[s]["decided_win_rate"]) for s in ALIGNED[1:])],
         ["wins / ties / losses", "-", *(f"{wins[s]['wins']} / {wins[s]['ties']} / {wins[s]['losses']}"
                                         for s in ALIGNED[1:])],
         ["mean answer length (characters)", *(f"{styles[s]['mean_chars']:.1f}" for s in ALIGNED)],
@@ -266,7 +466,7 @@ def _alignment_section(results: dict, values: dict, runs: dict[str, Path]) -> st
     curve = (f"\n\nGRPO's mean reward on its training prompts went from {rewards[0]:.3f} (first logged steps) to "
              f"{rewards[-1]:.3f} (last). ![grpo reward]({runs['grpo'].name}/reward.png)") if rewards else ""
     return (markdown_table(["", *ALIGNED], rows) + "\n\nReplies to the world_qa and world_arithmetic questions, "
-            "paired by question and judged by the world's preference rule (`lmforge.world.judge`)." + curve)
+            "paired by question and judged by the world's preference rule (`lmforge.world.judge`)." + curve), wins
 
 
 def _replies(results: dict) -> list[dict]:
@@ -286,7 +486,7 @@ def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> st
     """The same SFT data and schedule, all weights against LoRA adapters: what each trains, costs and reaches."""
     from lmforge.eval.report import markdown_table
 
-    stages = list(SFT_VARIANTS)
+    stages = list(SFT_STAGES)
     facts = {stage: training_facts(runs[stage]) for stage in stages}
     rows = [
         ["trainable parameters", *(f"{f['trainable']:,} ({f['trainable_share']:.1%})" for f in facts.values())],

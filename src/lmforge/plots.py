@@ -75,6 +75,31 @@ def plot_bars(labels: list[str], values: list[float], out: Path, title: str, yla
     return out
 
 
+def plot_tradeoff(points: dict[str, tuple[float, tuple[float, float], float, tuple[float, float]]], out: Path,
+                  title: str, xlabel: str, ylabel: str, targets: tuple[float | None, float | None] = (None, None)
+                  ) -> Path:
+    """One labelled point per variant at (x, y) with its 95% intervals as error bars, written atomically;
+    `targets` draws dashed lines at an x and a y a variant should reach (None: no line)."""
+    plt = _pyplot()
+    tmp = out.with_name(out.name + ".tmp")
+    with plt.rc_context({"font.family": _font_families()}):
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for label, (x, x_ci, y, y_ci) in points.items():
+            ax.errorbar([x], [y], xerr=[[x - x_ci[0]], [x_ci[1] - x]], yerr=[[y - y_ci[0]], [y_ci[1] - y]],
+                        fmt="o", capsize=3, label=label)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        for value, line in zip(targets, (ax.axvline, ax.axhline)):
+            if value is not None:
+                line(value, color="grey", linestyle="--", linewidth=0.8)
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
 def _font_families() -> list[str]:
     from matplotlib import font_manager
 

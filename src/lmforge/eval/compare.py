@@ -49,13 +49,18 @@ def _compare_task(task: str, a: dict, b: dict, threshold: float, iters: int, see
 
 def _compare_metric(task: str, metric: str, samples_a: list[dict], samples_b: list[dict],
                     threshold: float, iters: int, seed: int) -> dict:
+    change = paired_change(metric, samples_a, samples_b, iters, seed)
+    return {"task": task, "metric": metric, **change, "verdict": verdict(change["delta"], *change["ci"], threshold)}
+
+
+def paired_change(metric: str, samples_a: list[dict], samples_b: list[dict], iters: int = 1000,
+                  seed: int = 1234) -> dict:
+    """B - A on samples aligned item by item, with its 95% paired-bootstrap interval."""
     value_a, value_b = aggregate(metric, samples_a), aggregate(metric, samples_b)
     # Same length and seed, so the same resample indices for A and B: a paired bootstrap.
     deltas = bootstrap_aggregates(metric, samples_b, iters, seed) - bootstrap_aggregates(metric, samples_a, iters, seed)
     low, high = (float(bound) for bound in np.percentile(deltas, [2.5, 97.5]))
-    delta = value_b - value_a
-    return {"task": task, "metric": metric, "a": value_a, "b": value_b, "delta": delta, "ci": [low, high],
-            "n": len(samples_a), "verdict": verdict(delta, low, high, threshold)}
+    return {"a": value_a, "b": value_b, "delta": value_b - value_a, "ci": [low, high], "n": len(samples_a)}
 
 
 def verdict(delta: float, low: float, high: float, threshold: float) -> str:

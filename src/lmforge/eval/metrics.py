@@ -203,6 +203,11 @@ def bootstrap_stderr(name: str, samples: list[dict], iters: int = 1000, seed: in
     return float(np.std(bootstrap_aggregates(name, samples, iters, seed), ddof=1))
 
 
+def bootstrap_interval(name: str, samples: list[dict], iters: int = 1000, seed: int = 1234) -> list[float]:
+    """The 95% percentile-bootstrap interval of `aggregate`."""
+    return [float(bound) for bound in np.percentile(bootstrap_aggregates(name, samples, iters, seed), [2.5, 97.5])]
+
+
 def summarize(names: list[str], samples: list[dict], iters: int = 1000) -> dict:
     """A task's results.json fields: metrics with stderr, per-class details for classification, per-subject values."""
     summary: dict = {
