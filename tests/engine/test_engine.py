@@ -253,6 +253,8 @@ def test_offline_n_samples_share_the_prefill_and_are_seeded(served):
     assert engine.prompt_tokens == len(prompt)
     assert len({tuple(c.token_ids) for c in first}) > 1
     assert [c.token_ids for c in engine.generate(target, [prompt], params, n=4)] == [c.token_ids for c in first]
+    twice = Engine(model).generate(target, [prompt, prompt], params, n=2)  # prompt k, choice i: seed 3 + 2k + i
+    assert [c.token_ids for c in twice] == [c.token_ids for c in first]
 
 
 def test_offline_generate_restores_training_mode_and_raises_on_failure(served):

@@ -63,12 +63,14 @@ def target_for(model, tokenizer, template: str | None = None) -> Target:
 
 def stop_ids_for(tokenizer, generation_config, template: str) -> list[int]:
     """Replies end at the generation config's EOS tokens, the tokenizer's EOS and the chat template's end-of-turn
-    marker."""
+    marker, when that marker is one token of its own (a base model without the template's markers would otherwise
+    stop at the first piece of one, such as "<")."""
     from lmforge.models import as_id_list
     from lmforge.templates import end_of_turn_ids
 
     stops = as_id_list(getattr(generation_config, "eos_token_id", None)) + [tokenizer.eos_token_id]
-    stops += end_of_turn_ids(tokenizer, template)[:1]
+    own_tokens = set(tokenizer.get_added_vocab().values()) | set(tokenizer.all_special_ids)
+    stops += [token for token in end_of_turn_ids(tokenizer, template)[:1] if token in own_tokens]
     return sorted({token for token in stops if token is not None})
 
 
@@ -197,8 +199,8 @@ class Engine:
         HTTP). The model runs in eval mode under no_grad, so a training stage samples from the very weights it is
         training; its train/eval mode is restored afterwards (a model whose weights change between calls wants
         `prefix_cache_tokens=0`, or cached prefixes would be stale). `on_done(k)` is told of k prompts finished.
-        `params` holds for every prompt, or is a list with one per prompt; a seeded one gives choice i the seed
-        `seed + i`."""
+        `params` holds for every prompt (seeded, prompt k's choice i gets the seed `seed + k * n + i`), or is a
+        list with one per prompt (a seeded one gives choice i the seed `seed + i`)."""
         if self.thread is not None:
             raise RuntimeError("this engine runs on its own thread; submit requests to it instead")
         if n > self.max_batch_size:
@@ -208,9 +210,11 @@ class Engine:
         collected = [_Collected(index, n, on_done) for index in range(len(prompts))]
         errors: list[str] = []
         with self.wakeup:
-            per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+            per_prompt = params if isinstance(params, list) else _seeded_per_prompt(params, len(prompts), n)
+            if len(per_prompt) != len(prompts):
+                raise ValueError(f"{len(per_prompt)} sampling settings for {len(prompts)} prompts")
             longest = max(len(prompt) + settings.max_tokens for prompt, settings in zip(prompts, per_prompt))
-            self.expected = (len(prompts) * n, longest)
+            self.expected = (len(prompts) * n, min(longest, target.max_len))
             self.waiting.extend(GenerationRequest(target, list(prompt), per_prompt[index], collected[index].add,
                                                   errors.append, n=n) for index, prompt in enumerate(prompts))
         was_training = self.model.training
@@ -431,6 +435,15 @@ class Engine:
         sequence.finish_reason = reason
         text = sequence.stream.flush() if text is None else text + sequence.stream.flush()
         sequence.request.on_output(Output(sequence.index, text, picks, reason, stop_token))
+
+
+def _seeded_per_prompt(params: SamplingParams, prompts: int, n: int) -> list[SamplingParams]:
+    """One seed per choice of every prompt, so no two prompts draw the same random numbers."""
+    from dataclasses import replace
+
+    if params.seed is None:
+        return [params] * prompts
+    return [replace(params, seed=params.seed + index * n) for index in range(prompts)]
 
 
 class _Collected:

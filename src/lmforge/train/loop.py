@@ -256,10 +256,11 @@ def resume_checkpoint(setting: str, partial: Path) -> Path | None:
     return path
 
 
+# Longer or shorter runs (train.epochs, train.max_steps) resume fine: the Trainer rebuilds the schedule for them.
 FIXED_BY_CHECKPOINT = (
-    "train.lr", "train.scheduler", "train.warmup_ratio", "train.weight_decay", "train.epochs", "train.max_steps",
-    "train.batch_size", "train.grad_accum", "train.seed", "data.train", "data.fraction", "data.max_length",
-    "data.packing", "data.replay", "data.replay_share",
+    "train.lr", "train.scheduler", "train.warmup_ratio", "train.weight_decay", "train.batch_size",
+    "train.grad_accum", "train.seed", "data.train", "data.fraction", "data.max_length", "data.packing",
+    "data.replay", "data.replay_share",
 )
 _UNRECORDED = object()  # a key that a config.yaml written before it existed does not hold
 
