@@ -1,5 +1,7 @@
 """Answer extraction and comparison, shared by eval metrics, GRPO rewards and the world's judge."""
 
+import json
+
 import pytest
 
 from lmforge.answers import extract_answer, final_number
@@ -17,15 +19,23 @@ def test_final_number_matches_lm_evals_gsm8k_strict_then_flexible_filters(output
     assert final_number(output) == answer
 
 
-OUTPUTS = ["6 * 7 = 42\n#### 42", "#### 41 wait, recount. #### 42", "She has 58 - 23 = 35, then 33. The answer is 33.",
-           "先算 6 × 7 = 42，再算 42 + 23 = 65。答案是 65。", "so 10-4", "The total is $1,234.", "I do not know"]
+OUTPUTS = ["6 * 7 = 42\n#### 42", "#### 41 wait, recount. #### 42", "She has 58 - 23 = 35, then 42. The answer is 42.",
+           "先算 6 × 7 = 42，再算 42 + 23 = 65。答案是 65。", "so 10-4", "The total is $1,234.", "42.0 it is",
+           "I do not know"]
 
 
-def test_the_grpo_reward_and_the_gsm8k_metric_extract_the_same_number():
-    for output in OUTPUTS:
-        gold = final_number(output) or "0"
-        assert extract_answer(output, gold) == final_number(output)
-        assert exact_match([], [output], answer=[gold]) == [float(final_number(output) is not None)]
+@pytest.mark.parametrize("gold", ["42", "41", "65", "-4", "1234", "1,234"])
+def test_the_grpo_reward_scores_what_the_gsm8k_metric_scores(tmp_path, gold):
+    from lmforge.eval.benchmarks import load_benchmark
+    from lmforge.eval.metrics import generation_sample_metrics
+
+    record = {"question": "q", "answer": f"working\n#### {gold}"}
+    (tmp_path / "test.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+    task = load_benchmark("gsm8k", tmp_path / "test.jsonl")
+    metric = [generation_sample_metrics(["exact_match"], task.extract(output), task.docs[0].gold, output)
+              ["exact_match"] for output in OUTPUTS]
+    assert exact_match([], OUTPUTS, answer=[gold] * len(OUTPUTS)) == metric
+    assert 0 < sum(metric) < len(OUTPUTS)  # some outputs match, some do not
 
 
 def test_fact_answers_are_the_text_after_the_last_marker():

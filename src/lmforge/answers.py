@@ -88,6 +88,7 @@ def _as_number(text: str) -> Decimal | None:
     return Decimal(plain) if _PLAIN_NUMBER.fullmatch(plain) else None
 
 
+# lm-eval's GSM8K answer filters and the `regexes_to_ignore` of its exact_match (applied in this order).
 GSM8K_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
 GSM8K_COT_STRICT = re.compile(r"The answer is (\-?[0-9\.\,]+).")
 GSM8K_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")

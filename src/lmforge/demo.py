@@ -93,6 +93,7 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
           cfg.grpo_steps)
     with clock("pass@k before and after grpo"):
         sampled = {name: pass_at_k(runs[name], world, cfg.pass_k, cfg.eval_limit) for name in ("dpo", "grpo")}
+        sampled = sampled if all(sampled.values()) else None
     sweep = None
     if cfg.sweep:
         with clock("sweep"):
@@ -103,7 +104,7 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     return report
 
 
-def pass_at_k(model_dir: Path, world: Path, k: int, limit: int = 0, temperature: float = 1.0) -> dict:
+def pass_at_k(model_dir: Path, world: Path, k: int, limit: int = 0, temperature: float = 1.0) -> dict | None:
     """pass@1 and pass@k on world_qa's held-out fact questions: k replies sampled per question through the engine
     (sharing the question's prefill), scored by GRPO's exact-match reward. With k samples of k, pass@k is the share
     of questions with at least one right reply."""
@@ -116,6 +117,8 @@ def pass_at_k(model_dir: Path, world: Path, k: int, limit: int = 0, temperature:
 
     lines = (world / "qa_test.jsonl").read_text(encoding="utf-8").splitlines()
     records = [record for record in map(json.loads, lines) if record["group"] == "fact-seen"][: limit or None]
+    if not records:
+        return None
     model, tokenizer = load_for_inference(str(model_dir))
     prompts = [encode_prompt(tokenizer, [{"role": "user", "content": r["question"]}], tokenizer.chat_template)
                for r in records]
@@ -421,7 +424,7 @@ def _grpo_section(results: dict, runs: dict[str, Path], sampled: dict[str, dict]
     passes = {name: {key: value for key, value in figures.items() if key != "samples"}
               for name, figures in (sampled or {}).items()}
     return "\n".join(lines), {"task": "world facts (rl_facts.jsonl), scored on world_qa fact-seen",
-                              "pass_at_k": passes, "gain": gains}
+                              "pass_at_k": passes, "gain": {row: g for row, g in gains.items() if g}}
 
 
 def _serving_section(served: dict) -> str:

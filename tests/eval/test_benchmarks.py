@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data import DataError
 from lmforge.answers import GSM8K_COT_STRICT, final_number
+from lmforge.data import DataError
 from lmforge.eval.benchmarks import BENCHMARKS, load_benchmark
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"

@@ -46,9 +46,10 @@ class SlotLayer(DynamicLayer):
 
 class BatchKV:
     """The decode batch's cache: rows 0..rows-1 of per-layer slot tensors (slots x heads x capacity x dim, both
-    grown on demand up to `max_rows` slots), real tokens right-aligned at column `end`, left padding masked out. A row joins by copying its own prefill in; a row
-    leaves by moving the last row into its slot; the window [start, end) slides right as tokens are added and is
-    moved back (or the capacity doubled) when it reaches the end."""
+    grown on demand up to `max_rows` slots, or sized at once for an expected batch), real tokens right-aligned at
+    column `end`, left padding masked out. A row joins by copying its own prefill in; a row leaves by moving the
+    last row into its slot; the window [start, end) slides right as tokens are added and is moved back (or the
+    capacity doubled) when it reaches the end."""
 
     FIRST_SLOTS = 4
 

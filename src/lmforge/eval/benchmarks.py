@@ -119,9 +119,6 @@ GSM8K_COT_EXEMPLARS = [
      "23 - 15 is 8. The answer is 8."),
 ]
 
-# lm-eval's GSM8K answer filters and the `regexes_to_ignore` of its exact_match (applied in this order).
-
-
 # ---------------------------------------------------------------- reading files, with "file:line" on every complaint
 
 

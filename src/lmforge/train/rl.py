@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.sequences import left_pad
 from lmforge.engine import Engine, SamplingParams, Target
 from lmforge.losses import group_advantages, grpo_loss, token_logps
+from lmforge.sequences import left_pad
 from lmforge.train.config import TrainRecipe
 from lmforge.train.data import PromptRow
 from lmforge.train.loop import MetricTrainer, StageParts
