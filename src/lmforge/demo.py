@@ -182,7 +182,7 @@ def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: di
     from lmforge.train.config import TrainRecipe
 
     recipe = load(TrainRecipe, resolve_recipe(recipe_name), updates=_stage_updates(cfg, updates, steps))
-    log.info("demo: training stage %s", recipe.stage)
+    log.info("demo: training stage %s (%s)", recipe.name, recipe.stage)
     return train(recipe, overwrite=overwrite)
 
 
