@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from lmforge.demo import DemoConfig, run_demo
 from lmforge.runs import read_metrics
@@ -17,16 +18,21 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert "| sft-lora |" in text and "## Full SFT against LoRA SFT" in text
     assert "LoRA reaches" in text and "of the parameters" in text
     sweep = json.loads((report.parent / "sweep-sft" / "sweep.json").read_text(encoding="utf-8"))
-    assert [row["data.fraction"] for row in sweep] == [0.1, 0.25]
+    assert [row["data.fraction"] for row in sweep] == [0.05, 0.15]
     assert [row["examples"] for row in sweep] == sorted({row["examples"] for row in sweep})
     assert "## SFT on less data" in text and "(sweep-sft/sweep.png)" in text
     assert "## Alignment: DPO, then GRPO on world facts" in text and "| win rate against sft" in text
     assert "over decided pairs" in text and "### What GRPO taught" in text and "pass@1" in text
     machine = json.loads((report.parent / "report.json").read_text(encoding="utf-8"))
-    assert list(machine["stage_seconds"])[:3] == ["world and tokenizer", "pretrain", "eval pretrain"]
+    assert list(machine["stage_seconds"])[:3] == ["world and tokenizer", "pretrain", "sft"]
     assert {"sft", "sft-plain", "grpo", "eval grpo", "pass@k before and after grpo", "serve"} <= set(
         machine["stage_seconds"])
-    assert sum(machine["stage_seconds"].values()) <= machine["total_seconds"] + 1
+    beside = machine["second_process_stages"]  # with two or more threads, in a second process
+    assert torch.get_num_threads() < 2 or set(beside) == {
+        "eval pretrain", "sft-lora", "eval sft-lora", "sft-plain", "eval sft-plain", "sweep"}
+    main = [seconds for stage, seconds in machine["stage_seconds"].items() if stage not in beside]
+    assert sum(main) <= machine["total_seconds"] + 1
+    assert not beside or "| sft-lora | second |" in text and (report.parent / "side.log").stat().st_size > 0
     retention = {row["variant"]: row for row in machine["retention"]}
     assert list(retention) == ["sft-plain", "sft", "sft-lora"]
     assert retention["sft"]["mitigation"].startswith("replay") and retention["sft-plain"]["mitigation"] == "none"
@@ -55,8 +61,10 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
         losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
         assert stage == "grpo" or losses[-1] < losses[0]  # a policy-gradient loss need not fall
         results = json.loads((report.parent / f"eval-{stage}" / "results.json").read_text(encoding="utf-8"))
-        assert {name: task["n"] for name, task in results["tasks"].items()} == {  # the limit applies per subject
-            "world_mc": 12, "world_qa": 3 * 12, "world_arithmetic": min(12, SIZES["tiny"].arithmetic_test)}
+        scored = {"world_mc": 12, "world_qa": 3 * 12}  # the limit applies per subject
+        if stage != "sft-lora":  # a comparison run, scored on the retention table's tasks
+            scored["world_arithmetic"] = min(12, SIZES["tiny"].arithmetic_test)
+        assert {name: task["n"] for name, task in results["tasks"].items()} == scored
         assert set(results["tasks"]["world_qa"]["subjects"]) == {"fact-seen", "fact-new-wording", "fact-unseen"}
         assert f"({stage}/loss.png)" in text and (run / "loss.png").exists()
     assert "### What SFT cost and gained" in text and "| world_mc | acc |" in text

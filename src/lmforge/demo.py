@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
+import os
 import re
 import time
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +39,13 @@ class DemoConfig(Section):
     pass_k: int = Field(8, ge=2, description="replies sampled per held-out question to measure pass@k before GRPO")
     sweep: bool = Field(True, description="also run an SFT data-size sweep (`lmforge sweep`)")
     sweep_fractions: list[float] = Field(
-        [0.1, 0.25], description="shares of the SFT data the sweep trains on (the full data is the sft stage)"
+        [0.05, 0.15], description="shares of the SFT data the sweep trains on (the full data is the sft-plain stage)"
+    )
+    parallel: bool = Field(
+        True, description="run the comparisons (the pretrained model's evaluation, sft-lora, sft-plain, the sweep) "
+        "in a second process beside sft, dpo and grpo, each process with half of the CPU threads: on 2 cores the "
+        "two get through about 1.2x the work of one process using both (the second one logs to side.log in the "
+        "output folder)"
     )
 
 
@@ -55,6 +64,27 @@ class StageClock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
 
 
+class Stages:
+    """Trains demo stages from shipped recipes and evaluates each on the world's tasks, timing both."""
+
+    def __init__(self, cfg: DemoConfig, world: Path, overwrite: bool):
+        self.cfg, self.world, self.overwrite = cfg, world, overwrite
+        self.clock, self.runs, self.evals = StageClock(), {}, {}
+
+    def run(self, name: str, recipe_name: str, updates: dict, steps: int,
+            tasks: tuple[str, ...] | None = tuple(WORLD_TASKS)) -> Path:
+        """Train a stage, then evaluate it on `tasks` (None: leave its evaluation to the caller)."""
+        with self.clock(name):
+            self.runs[name] = _train_stage(recipe_name, self.cfg, self.overwrite, {"name": name, **updates}, steps)
+        if tasks is not None:
+            self.evaluate(name, self.runs[name], tasks)
+        return self.runs[name]
+
+    def evaluate(self, name: str, model_dir: Path, tasks: tuple[str, ...] = tuple(WORLD_TASKS)) -> None:
+        with self.clock(f"eval {name}"):
+            self.evals[name] = evaluate_stage(model_dir, self.world, self.cfg, self.overwrite, tasks)
+
+
 def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     from lmforge.tokenizer import TokenizerConfig, train_tokenizer
     from lmforge.world import write_world
@@ -63,45 +93,185 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
     report = out / "report.md"
     if report.exists() and not overwrite:
         raise FileExistsError(f"{report} already exists; pass --overwrite to run the demo again")
-    started, clock = time.monotonic(), StageClock()
+    started = time.monotonic()
     world = out / "world"
-    with clock("world and tokenizer"):
+    main = Stages(cfg, world, overwrite)
+    with main.clock("world and tokenizer"):
         write_world(cfg.seed, world, cfg.world_size, overwrite=overwrite)
         tokenizer_dir = train_tokenizer(
             TokenizerConfig(data=[str(world / "pretrain.jsonl"), str(world / "sft_train.jsonl")],
                             output_dir=str(out), vocab_size=cfg.vocab_size),
             overwrite=overwrite,
         )
-    runs, evals = {}, {}
+    pretrain = main.run("pretrain", "demo-pretrain", {"model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir),
+                                                      "data.train": [str(world / "pretrain.jsonl")]},
+                        cfg.pretrain_steps, tasks=None)
+    with side_lane(cfg, world, pretrain, overwrite, main.clock) as side:
+        sft_updates = {"model.path": str(pretrain), "data.train": [str(world / "sft_train.jsonl")]}
+        main.run("sft", "demo-sft", {**sft_updates, "data.replay": [str(world / "pretrain.jsonl")]}, cfg.sft_steps)
+        side.reclaim_threads()
+        main.run("dpo", "demo-dpo", {"model.path": str(main.runs["sft"]),
+                                     "data.train": [str(world / "preference.jsonl")]}, cfg.dpo_steps)
+        side.reclaim_threads()
+        main.run("grpo", "demo-grpo", {"model.path": str(main.runs["dpo"]),
+                                       "data.train": [str(world / "rl_facts.jsonl")]}, cfg.grpo_steps)
+        side.reclaim_threads()
+        with main.clock("pass@k before and after grpo"):
+            sampled = {name: pass_at_k(main.runs[name], world, cfg.pass_k, cfg.eval_limit) for name in ("dpo", "grpo")}
+            sampled = sampled if all(sampled.values()) else None
+        with main.clock("serve"):
+            served = serve_and_ask(main.runs["grpo"], _first_question(main.evals["grpo"]), out / "serve.json")
+    comparisons = side.comparisons
+    runs, evals = _in_stage_order(main.runs, comparisons.runs), _in_stage_order(main.evals, comparisons.evals)
+    write_report(report, evals, runs, StageTimes(main.clock.seconds, comparisons.clock.seconds, side.beside),
+                 time.monotonic() - started, comparisons.sweep, served, sampled)
+    return report
 
-    def stage(name: str, recipe_name: str, updates: dict, steps: int, tasks: tuple[str, ...] = tuple(WORLD_TASKS)):
-        with clock(name):
-            runs[name] = _train_stage(recipe_name, cfg, overwrite, {"name": name, **updates}, steps)
-        with clock(f"eval {name}"):
-            evals[name] = evaluate_stage(runs[name], world, cfg, overwrite, tasks)
 
-    stage("pretrain", "demo-pretrain", {"model.preset": cfg.preset, "model.tokenizer": str(tokenizer_dir),
-                                        "data.train": [str(world / "pretrain.jsonl")]}, cfg.pretrain_steps)
-    sft_updates = {"model.path": str(runs["pretrain"]), "data.train": [str(world / "sft_train.jsonl")]}
-    replay = {"data.replay": [str(world / "pretrain.jsonl")]}  # demo-sft replays this world's pretraining text
-    for name, (recipe_name, changes) in SFT_VARIANTS.items():
-        stage(name, recipe_name, {**sft_updates, **(replay if recipe_name == "demo-sft" else {}), **changes},
-              cfg.sft_steps, tuple(WORLD_TASKS) if name in SFT_STAGES else RETENTION_TASKS)
-    stage("dpo", "demo-dpo", {"model.path": str(runs["sft"]), "data.train": [str(world / "preference.jsonl")]},
-          cfg.dpo_steps)
-    stage("grpo", "demo-grpo", {"model.path": str(runs["dpo"]), "data.train": [str(world / "rl_facts.jsonl")]},
-          cfg.grpo_steps)
-    with clock("pass@k before and after grpo"):
-        sampled = {name: pass_at_k(runs[name], world, cfg.pass_k, cfg.eval_limit) for name in ("dpo", "grpo")}
-        sampled = sampled if all(sampled.values()) else None
+STAGE_ORDER = ("pretrain", "sft", "sft-lora", "sft-plain", "dpo", "grpo")  # the report's rows
+
+
+def _in_stage_order(*parts: dict) -> dict:
+    merged = {key: value for part in parts for key, value in part.items()}
+    return {stage: merged[stage] for stage in STAGE_ORDER if stage in merged}
+
+
+class StageTimes(typing.NamedTuple):
+    """Wall times of the main chain's stages and of the comparison runs, which may have run beside it."""
+
+    main: dict[str, float]
+    side: dict[str, float]
+    beside: bool  # whether the comparison runs ran in a second process
+
+
+# The comparison runs, SFT from the same pretrained model: LoRA adapters only (the other mitigation the retention
+# table shows), and the shipped recipe without replay, the table's baseline. (stage name: recipe, recipe changes)
+COMPARISONS = {
+    "sft-lora": ("demo-sft-lora", {}),
+    "sft-plain": ("demo-sft", {"data.replay": [], "data.replay_share": None}),
+}
+NO_REPLAY = COMPARISONS["sft-plain"][1]
+RETENTION_ORDER = ("sft-plain", "sft", "sft-lora")
+RETENTION_TASKS = ("world_mc", "world_qa")
+FINETUNING_COMPARED = ("sft-plain", "sft-lora")  # the same data without replay: all weights against LoRA
+
+
+class Comparisons(typing.NamedTuple):
+    runs: dict[str, Path]
+    evals: dict[str, Path]
+    clock: StageClock
+    sweep: Path | None
+
+
+def comparison_runs(cfg: DemoConfig, world: Path, pretrain: Path, overwrite: bool) -> Comparisons:
+    """What the report sets beside the main chain: the pretrained model's evaluation, SFT without replay and with
+    LoRA, scored on the retention table's tasks, and the data-size sweep (without replay, so that its full-data
+    point is sft-plain)."""
+    stages = Stages(cfg, world, overwrite)
+    stages.evaluate("pretrain", pretrain)
+    sft_updates = {"model.path": str(pretrain), "data.train": [str(world / "sft_train.jsonl")]}
+    for name, (recipe_name, changes) in COMPARISONS.items():
+        stages.run(name, recipe_name, {**sft_updates, **changes}, cfg.sft_steps, RETENTION_TASKS)
     sweep = None
     if cfg.sweep:
-        with clock("sweep"):
-            sweep = _sweep_sft(cfg, world, {**sft_updates, **replay}, overwrite)
-    with clock("serve"):
-        served = serve_and_ask(runs["grpo"], _first_question(evals["grpo"]), out / "serve.json")
-    write_report(report, evals, runs, clock.seconds, time.monotonic() - started, sweep, served, sampled)
-    return report
+        with stages.clock("sweep"):
+            sweep = _sweep_sft(cfg, world, {**sft_updates, **NO_REPLAY}, overwrite)
+    return Comparisons(stages.runs, stages.evals, stages.clock, sweep)
+
+
+class SideLane:
+    """The comparison runs, once they have finished, and whether they ran in a second process; while that process
+    runs, this one computes on part of the threads."""
+
+    comparisons: Comparisons | None = None
+    beside: bool = False
+    process = None
+    receiver = None
+    log_file: Path | None = None
+    threads = 0
+
+    def reclaim_threads(self) -> None:
+        """Called between stages: once the second process has finished, compute here on every thread again; if it
+        failed, stop now rather than after the main chain."""
+        import torch
+
+        if self.process is None or self.process.is_alive():
+            return
+        torch.set_num_threads(self.threads)
+        if self.process.exitcode:
+            _side_result(self.receiver, self.process, self.log_file)
+
+
+@contextlib.contextmanager
+def side_lane(cfg: DemoConfig, world: Path, pretrain: Path, overwrite: bool, clock: StageClock):
+    """Runs `comparison_runs` in a second process while the body runs here, the CPU threads split between the two:
+    two threads train a 5M-parameter model only about 1.1x-1.6x as fast as one (its operations are too small to
+    split well), so two runs on one thread each finish sooner. The yielded lane holds the comparisons after the
+    block (the wait for them is timed on `clock`); with `parallel` off or one thread, they run here first. A
+    failing body stops the second process."""
+    import torch
+
+    lane, threads = SideLane(), torch.get_num_threads()
+    if not cfg.parallel or threads < 2:
+        lane.comparisons = comparison_runs(cfg, world, pretrain, overwrite)
+        yield lane
+        return
+    log_file = Path(cfg.output_dir) / "side.log"
+    log.info("demo: the pretrained model's evaluation, sft-lora, sft-plain and the sweep run in a second process "
+             "beside sft, dpo and grpo; their log: %s", log_file)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_side_process, name="lmforge-demo-side",
+                              args=(sender, str(log_file), threads // 2, cfg, world, pretrain, overwrite))
+    process.start()
+    finished = False
+    try:
+        sender.close()
+        torch.set_num_threads(threads - threads // 2)
+        lane.beside, lane.process, lane.receiver, lane.log_file, lane.threads = True, process, receiver, log_file, \
+            threads
+        yield lane
+        with clock("waiting for the second process"):
+            lane.comparisons = _side_result(receiver, process, log_file)
+        finished = True
+    finally:
+        torch.set_num_threads(threads)
+        process.join(timeout=60 if finished else 0)  # a finished one is only exiting: let it flush its log
+        if process.is_alive():
+            process.terminate()
+        process.join()
+        receiver.close()
+
+
+def _side_process(sender, log_file: str, threads: int, *args) -> None:
+    """The second process: logs to its own file (progress bars included), computes on its share of the threads and
+    sends back the comparisons, or the traceback of what failed."""
+    import traceback
+
+    import torch
+
+    handle = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(handle, 1)
+    os.dup2(handle, 2)
+    os.close(handle)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    torch.set_num_threads(threads)
+    try:
+        sender.send(("done", comparison_runs(*args)))
+    except BaseException:
+        sender.send(("failed", traceback.format_exc()))
+        raise
+
+
+def _side_result(receiver, process, log_file: Path) -> Comparisons:
+    try:
+        status, payload = receiver.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(f"the demo's second process stopped (exit code {process.exitcode}); see {log_file}")
+    if status == "failed":
+        raise RuntimeError(f"the demo's second process failed (its log: {log_file}):\n{payload}")
+    return payload
 
 
 def pass_at_k(model_dir: Path, world: Path, k: int, limit: int = 0, temperature: float = 1.0) -> dict | None:
@@ -163,19 +333,6 @@ def serve_and_ask(model_dir: Path, question: str, record: Path) -> dict:
     return served
 
 
-# The SFT stage from the same pretrained model: the shipped recipe (which replays pretraining text against
-# forgetting), LoRA adapters only (the other mitigation the retention table shows), and the same recipe without
-# replay, the table's baseline. (stage name: recipe, recipe changes)
-SFT_VARIANTS = {
-    "sft": ("demo-sft", {}),
-    "sft-lora": ("demo-sft-lora", {}),
-    "sft-plain": ("demo-sft", {"data.replay": [], "data.replay_share": None}),
-}
-SFT_STAGES = ("sft", "sft-lora")  # the others are scored on the retention table's two tasks only
-RETENTION_ORDER = ("sft-plain", "sft", "sft-lora")
-RETENTION_TASKS = ("world_mc", "world_qa")
-
-
 def _train_stage(recipe_name: str, cfg: DemoConfig, overwrite: bool, updates: dict, steps: int) -> Path:
     from lmforge.config import load, resolve_recipe
     from lmforge.train import train
@@ -195,7 +352,8 @@ def _stage_updates(cfg: DemoConfig, updates: dict, steps: int) -> dict:
 
 
 def _sweep_sft(cfg: DemoConfig, world: Path, updates: dict, overwrite: bool) -> Path:
-    """`lmforge sweep demo-sft` on shares of the SFT data, scored on the world's QA; the full data is the sft run."""
+    """`lmforge sweep demo-sft` on shares of the SFT data, scored on the world's QA (the full data is the
+    sft-plain stage)."""
     from lmforge.sweep import SweepConfig, run_sweep
 
     overrides = [f"{key}={json.dumps(value)}" for key, value in _stage_updates(cfg, updates, cfg.sft_steps).items()]
@@ -258,7 +416,7 @@ def _sample_questions(results: dict) -> list[tuple[str, str]]:
     return [(p["query"], p["output"]) for p in picks if p is not None]
 
 
-def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], stage_seconds: dict[str, float],
+def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], times: StageTimes,
                  seconds: float, sweep: Path | None = None, served: dict | None = None,
                  sampled: dict[str, dict] | None = None) -> None:
     """report.md for people and report.json with the same numbers for programs."""
@@ -282,7 +440,7 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], stag
     ]
     lines += [f"| {stage} | " + " | ".join(_percent(row[n]) for n in names) + " |" for stage, row in values.items()]
     lines += ["", *[f"- `{name}`: {note}" for name, *_, note in REPORT_ROWS]]
-    lines += ["", "## Time of each stage", "", _times_table(stage_seconds, seconds)]
+    lines += ["", "## Time of each stage", "", _times_table(times, seconds)]
     retention, retention_rows = _retention_section(results, figures, runs, path.parent)
     lines += ["", "## Keeping general ability: what each SFT variant gains and keeps", "", retention]
     _, compared = compare_runs(evals["pretrain"], evals["sft"], path.parent / "pretrain-vs-sft")
@@ -295,7 +453,7 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], stag
     _, aligned = compare_runs(evals["sft"], evals["grpo"], path.parent / "sft-vs-grpo")
     lines += ["", "### What alignment cost and gained: the SFT model against the final GRPO model", "", _body(aligned)]
     if sweep is not None:
-        section = _sweep_section(sweep, path.parent, results["sft"], runs["sft"])
+        section = _sweep_section(sweep, path.parent, results["sft-plain"], runs["sft-plain"])
         lines += ["", "## SFT on less data (`lmforge sweep`)", "", section]
     analysis = analyze_run(evals["sft"])
     lines += ["", "## Error analysis of the SFT model's replies (`lmforge analyze`)", "",
@@ -308,16 +466,26 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], stag
                   ""]
         lines += [f"- **Q:** {q}\n  **A:** {a.strip() or '(empty)'}" for q, a in _sample_questions(results[stage])]
     atomic_write_text(path, "\n".join(lines) + "\n")
-    machine = {"total_seconds": round(seconds, 1), "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
-               "stages": figures, "retention": retention_rows, "dpo_against_sft": wins["dpo"], "grpo": grpo}
+    machine = {"total_seconds": round(seconds, 1),
+               "stage_seconds": {k: round(v, 1) for k, v in {**times.main, **times.side}.items()},
+               "second_process_stages": list(times.side) if times.beside else [], "stages": figures,
+               "retention": retention_rows, "dpo_against_sft": wins["dpo"], "grpo": grpo}
     atomic_write_text(path.with_suffix(".json"), json.dumps(machine, ensure_ascii=False, indent=2) + "\n")
 
 
-def _times_table(stage_seconds: dict[str, float], seconds: float) -> str:
+def _times_table(times: StageTimes, seconds: float) -> str:
+    """Each stage's wall time and share of the total; the comparison runs, when they ran in the second process,
+    overlap the main chain, so only the main process's rows add up to the total."""
     from lmforge.eval.report import markdown_table
 
-    rows = [[stage, f"{value:.0f} s", f"{value / seconds:.0%}"] for stage, value in stage_seconds.items()]
-    return markdown_table(["stage", "wall time", "share"], [*rows, ["all", f"{seconds:.0f} s", "100%"]])
+    side = "second" if times.beside else "main"
+    rows = [[stage, process, f"{value:.0f} s", f"{value / seconds:.0%}"]
+            for process, part in (("main", times.main), (side, times.side)) for stage, value in part.items()]
+    table = markdown_table(["stage", "process", "wall time", "share"], [*rows, ["all", "", f"{seconds:.0f} s", "100%"]])
+    if not times.beside:
+        return table
+    return (table + "\n\nThe second process ran beside the main one, each on half of the CPU threads: only the main "
+            "process's rows add up to the total.")
 
 
 RETENTION_TARGET = {"world_mc_points_below_pretrain": 0.05, "qa_exact_match_at_least": 0.40}
@@ -476,20 +644,23 @@ def _replies(results: dict) -> list[dict]:
     return results["tasks"]["world_qa"]["samples"] + results["tasks"]["world_arithmetic"]["samples"]
 
 
-def _sweep_section(sweep: Path, demo_dir: Path, sft_results: dict, sft_run: Path) -> str:
-    """The sweep's table and curve, and the point at all of the data: the sft stage itself."""
+def _sweep_section(sweep: Path, demo_dir: Path, full_results: dict, full_run: Path) -> str:
+    """The sweep's table and curve, and the point at all of the data: the sft-plain stage, the same recipe without
+    replay."""
     table = _body((sweep / "sweep.md").read_text(encoding="utf-8"))
-    full = sft_results["tasks"]["world_qa"]["metrics"]["exact_match"]["value"]
-    examples = last_record(sft_run, "data")["examples"]
-    return (f"{table}\n\nAll of the data is the sft stage: {examples} examples, world_qa/exact_match "
+    full = full_results["tasks"]["world_qa"]["metrics"]["exact_match"]["value"]
+    examples = last_record(full_run, "data")["examples"]
+    return (f"{table}\n\nThe sweep trains without replay. All of the data is the sft-plain stage: {examples} "
+            f"examples, world_qa/exact_match "
             f"{full:.4f}.\n\n![sweep]({(sweep / 'sweep.png').relative_to(demo_dir)})")
 
 
 def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> str:
-    """The same SFT data and schedule, all weights against LoRA adapters: what each trains, costs and reaches."""
+    """The same SFT data, without replay, on all weights against LoRA adapters: what each trains, costs and
+    reaches."""
     from lmforge.eval.report import markdown_table
 
-    stages = list(SFT_STAGES)
+    stages = list(FINETUNING_COMPARED)
     facts = {stage: training_facts(runs[stage]) for stage in stages}
     rows = [
         ["trainable parameters", *(f"{f['trainable']:,} ({f['trainable_share']:.1%})" for f in facts.values())],
