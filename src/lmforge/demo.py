@@ -205,8 +205,8 @@ class SideLane:
 @contextlib.contextmanager
 def side_lane(cfg: DemoConfig, world: Path, pretrain: Path, overwrite: bool, clock: StageClock):
     """Runs `comparison_runs` in a second process while the body runs here, the CPU threads split between the two:
-    two threads train a 5M-parameter model only about 1.1x-1.6x as fast as one (its operations are too small to
-    split well), so two runs on one thread each finish sooner. The yielded lane holds the comparisons after the
+    two threads run a 5M-parameter model's training step only about 1.4x as fast as one (its operations are too
+    small to split well), so two runs on one thread each finish sooner. The yielded lane holds the comparisons after the
     block (the wait for them is timed on `clock`); with `parallel` off or one thread, they run here first. A
     failing body stops the second process."""
     import torch
@@ -228,8 +228,8 @@ def side_lane(cfg: DemoConfig, world: Path, pretrain: Path, overwrite: bool, clo
     try:
         sender.close()
         torch.set_num_threads(threads - threads // 2)
-        lane.beside, lane.process, lane.receiver, lane.log_file, lane.threads = True, process, receiver, log_file, \
-            threads
+        lane.beside = True
+        lane.process, lane.receiver, lane.log_file, lane.threads = process, receiver, log_file, threads
         yield lane
         with clock("waiting for the second process"):
             lane.comparisons = _side_result(receiver, process, log_file)
