@@ -8,6 +8,8 @@ serves any local HF model folder instead. Prompts: --requests chat questions fro
 
 Backends, run one after the other (never at the same time), each after a warm-up round that is not timed:
 - lmforge: `lmforge serve --model DIR` as a subprocess on a free port, ready once /health answers 200;
+- lookup: the same with `--prompt-lookup N` (--lookup-tokens), speculative decoding by prompt lookup; greedy, so the
+  replies must not change, and the share of draft tokens the server confirmed is printed;
 - sequential: plain transformers in this process, one `model.generate` at a time, the prompt rendered with
   `tokenizer.apply_chat_template(messages, add_generation_prompt=True)`: what a naive FastAPI + generate server
   does. Its clients are simulated: requests are served in arrival order, and request i (i >= concurrency) arrives
@@ -18,7 +20,7 @@ Backends, run one after the other (never at the same time), each after a warm-up
   system RAM).
 
 The HTTP backends get --concurrency closed-loop streaming clients (`openai.AsyncOpenAI`, one shared connection
-pool): each sends its next request as soon as its previous one finished. All three load the weights in one dtype
+pool): each sends its next request as soon as its previous one finished. All backends load the weights in one dtype
 (--dtype), on the GPU if there is one; decoding is greedy (temperature 0) with the same max_tokens everywhere. A reply may end early at a stop token, so throughput is completion tokens per
 second of wall time, with completion tokens as each backend reports them: the `usage` of the last streamed chunk
 (asked for with stream_options where the server accepts it), and for sequential generate the new token ids less a
@@ -34,7 +36,7 @@ repeat a run where it is high. The benchmark's own clients run on the same cores
 HTTP backends and not the in-process sequential one.
 
     python benchmarks/serve_throughput.py [--model DIR] [--requests 64] [--concurrency 16] [--max-tokens 64]
-        [--backends lmforge,sequential,transformers] [--max-batch-size N] [--lmforge-args "..."]
+        [--backends lmforge,lookup,sequential,transformers] [--max-batch-size N] [--lmforge-args "..."]
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BIN = Path(sys.executable).parent
 GOALS = {"sequential": 4.0, "transformers": 1.5}
-LABELS = {"lmforge": "lmforge serve", "sequential": "sequential generate",
+LABELS = {"lmforge": "lmforge serve", "lookup": "lmforge serve, lookup", "sequential": "sequential generate",
           "transformers": "transformers serve --cb"}
 
 
@@ -212,6 +214,7 @@ class Result:
     count_source: str = ""
     other_cpu: float = math.nan  # share of all cores that other processes used during the timed run
     skipped: str | None = None  # why the backend did not run
+    note: str = ""
 
     @property
     def failed(self) -> list[Reply]:
@@ -391,15 +394,32 @@ def run_backend(backend: str, model_dir: Path, tokenizer, prompts, warm, work: P
         if backend == "sequential":
             return run_sequential(model_dir, prompts, warm, args)
         port = free_port()
-        if backend == "lmforge":
-            command = lmforge_command(model_dir, port, args.max_batch_size, args.lmforge_args, dtype=args.dtype)
+        if backend in ("lmforge", "lookup"):
+            extra = args.lmforge_args + (f" --prompt-lookup {args.lookup_tokens}" if backend == "lookup" else "")
+            command = lmforge_command(model_dir, port, args.max_batch_size, extra, dtype=args.dtype)
         else:
             command = transformers_command(model_dir, port, args.cb_num_blocks, args.transformers_args, args.dtype)
         with running_server(command, port, work / f"{backend}.log", args.startup_timeout) as (url, proc):
             # transformers serve rejects stream_options but sends usage with its last chunk anyway
-            return run_http(backend, url, proc.pid, prompts, warm, args, backend != "transformers", tokenizer)
+            result = run_http(backend, url, proc.pid, prompts, warm, args, backend != "transformers", tokenizer)
+            if backend == "lookup":
+                result.note = draft_acceptance(url)
+            return result
     except Exception as err:  # noqa: BLE001 - one backend failing to start still reports the others
         return Result(backend, skipped=f"{type(err).__name__}: {err}")
+
+
+def draft_acceptance(url: str) -> str:
+    """The share of prompt-lookup draft tokens the server confirmed, from its /metrics (warm-up included)."""
+    import httpx
+
+    counts = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("lmforge_draft_tokens_total", "lmforge_draft_tokens_accepted_total"):
+            counts[name] = float(value)
+    drafted, accepted = counts.get("lmforge_draft_tokens_total", 0), counts.get("lmforge_draft_tokens_accepted_total", 0)
+    return f"; {accepted:.0f} of {drafted:.0f} draft tokens confirmed" if drafted else "; no draft tokens"
 
 
 def cb_blocks(tokenizer, prompts, args) -> int:
@@ -435,22 +455,22 @@ def report(results: dict[str, Result], args) -> None:
         no_content = sum(r.error is None and not r.text for r in result.replies)
         print(f"{LABELS[name]}: completion tokens from {result.count_source}; mean "
               f"{result.tokens / max(1, len(result.replies) - len(result.failed)):.1f} per reply"
-              + (f"; {no_content} replies without content (no TTFT)" if no_content else ""))
+              + (f"; {no_content} replies without content (no TTFT)" if no_content else "") + result.note)
         for i, reply in enumerate(result.replies):
             if reply.error is not None:
                 print(f"  failed request {i}: {reply.error[:300]}")
-    ours = results.get("lmforge")
-    for other, goal in GOALS.items():
-        theirs = results.get(other)
+    for ours_name, other, goal in [(name, other, goal) for name in ("lmforge", "lookup") for other, goal in GOALS.items()]:
+        ours, theirs = results.get(ours_name), results.get(other)
         if ours is None or theirs is None:
             continue
-        label = f"lmforge/{LABELS[other]}"
+        label = f"{LABELS[ours_name]}/{LABELS[other]}"
         if ours.skipped or theirs.skipped or not theirs.tokens_per_s:
             print(f"{label}: not measured")
             continue
         ratio = ours.tokens_per_s / theirs.tokens_per_s
         verdict = "met" if ratio >= goal and not ours.failed else "NOT met"
-        print(f"{label}: {ratio:.2f}x tokens/s (goal >= {goal:g}x: {verdict})")
+        caveat = f" (it depends on how much the replies copy or repeat{ours.note})" if ours_name == "lookup" else ""
+        print(f"{label}: {ratio:.2f}x tokens/s (goal >= {goal:g}x: {verdict}){caveat}")
 
 
 def main() -> None:
@@ -460,15 +480,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="chat requests per backend (default: 64)")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent streaming clients (default: 16)")
     parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens of every request (default: 64)")
-    parser.add_argument("--backends", default="lmforge,sequential,transformers",
-                        help="comma-separated subset of lmforge,sequential,transformers (default: all three)")
+    parser.add_argument("--backends", default="lmforge,lookup,sequential,transformers",
+                        help="comma-separated subset of lmforge,lookup,sequential,transformers (default: all four; "
+                        "lookup is lmforge serve --prompt-lookup)")
+    parser.add_argument("--lookup-tokens", type=int, default=4,
+                        help="--prompt-lookup of the lookup backend: draft tokens per step (default: 4)")
     parser.add_argument("--max-batch-size", type=int,
                         help="lmforge serve --max-batch-size (default: --concurrency; 0 leaves the server default)")
     parser.add_argument("--cb-num-blocks", type=int,
                         help="transformers serve --cb-num-blocks (default: sized to the workload; 0: its own)")
     parser.add_argument("--lmforge-args", default="", help="extra flags for lmforge serve, one string")
     parser.add_argument("--transformers-args", default="", help="extra flags for transformers serve, one string")
-    parser.add_argument("--dtype", help="weights dtype for all three backends (default: bfloat16 on a GPU that "
+    parser.add_argument("--dtype", help="weights dtype for every backend (default: bfloat16 on a GPU that "
                         "supports it, else float32: what lmforge serve's auto picks)")
     parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to wait for /health")
     args = parser.parse_args()

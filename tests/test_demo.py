@@ -25,7 +25,7 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert "over decided pairs" in text and "### What GRPO taught" in text and "pass@1" in text
     machine = json.loads((report.parent / "report.json").read_text(encoding="utf-8"))
     assert list(machine["stage_seconds"])[:3] == ["world and tokenizer", "pretrain", "sft"]
-    assert {"sft", "sft-plain", "grpo", "eval grpo", "pass@k before and after grpo", "serve"} <= set(
+    assert {"sft", "sft-plain", "grpo", "eval grpo", "pass@k and training prompts before and after grpo", "serve"} <= set(
         machine["stage_seconds"])
     beside = machine["second_process_stages"]  # with two or more threads, in a second process
     assert torch.get_num_threads() < 2 or set(beside) == {
@@ -44,7 +44,7 @@ def test_demo_runs_every_stage_and_reports_numbers(tmp_path):
     assert (report.parent / "retention.png").exists()
     for gain in machine["grpo"]["gain"].values():
         assert gain["delta"] == gain["b"] - gain["a"] and gain["ci"][0] <= gain["delta"] <= gain["ci"][1]
-    assert len(machine["grpo"]["gain"]) == 3
+    assert len(machine["grpo"]["gain"]) == 4
     for sampled in machine["grpo"]["pass_at_k"].values():
         assert sampled["k"] == 8 and 0 <= sampled["pass_at_1"] <= sampled["pass_at_k"] <= 1
     assert machine["stages"]["sft"]["world_mc_acc"]["n"] == 12 and machine["stages"]["sft-plain"][

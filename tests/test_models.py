@@ -115,3 +115,14 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     if applied != "True":
         pytest.skip("malloc settings chosen by the environment (or not glibc)")
     assert int(tuned) * 3 < int(default)  # by default much of a step's 60 MiB comes back faulted and zeroed
+
+
+def test_sliding_window_reads_every_way_configs_state_it():
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    from lmforge.models import sliding_window
+
+    assert sliding_window(MistralConfig(sliding_window=4096)) == 4096
+    assert sliding_window(Qwen2Config(use_sliding_window=False, sliding_window=4096)) is None
+    assert sliding_window(Gemma2Config(sliding_window=512)) == 512
+    assert sliding_window(LlamaConfig()) is None

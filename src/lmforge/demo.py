@@ -116,8 +116,8 @@ def run_demo(cfg: DemoConfig, overwrite: bool = False) -> Path:
         main.run("grpo", "demo-grpo", {"model.path": str(main.runs["dpo"]),
                                        "data.train": [str(world / "rl_facts.jsonl")]}, cfg.grpo_steps)
         side.reclaim_threads()
-        with main.clock("pass@k before and after grpo"):
-            sampled = {name: pass_at_k(main.runs[name], world, cfg.pass_k, cfg.eval_limit) for name in ("dpo", "grpo")}
+        with main.clock("pass@k and training prompts before and after grpo"):
+            sampled = {name: rl_measures(main.runs[name], world, cfg.pass_k, cfg.eval_limit) for name in ("dpo", "grpo")}
             sampled = sampled if all(sampled.values()) else None
         with main.clock("serve"):
             served = serve_and_ask(main.runs["grpo"], _first_question(main.evals["grpo"]), out / "serve.json")
@@ -274,33 +274,52 @@ def _side_result(receiver, process, log_file: Path) -> Comparisons:
     return payload
 
 
-def pass_at_k(model_dir: Path, world: Path, k: int, limit: int = 0, temperature: float = 1.0) -> dict | None:
-    """pass@1 and pass@k on world_qa's held-out fact questions: k replies sampled per question through the engine
-    (sharing the question's prefill), scored by GRPO's exact-match reward. With k samples of k, pass@k is the share
-    of questions with at least one right reply."""
+def rl_measures(model_dir: Path, world: Path, k: int, limit: int = 0) -> dict | None:
+    """What GRPO is judged by, through the engine and GRPO's own exact-match reward: pass@1 and pass@k on
+    world_qa's held-out fact questions (k replies sampled at temperature 1 per question, sharing its prefill; pass@k
+    is the share of questions with at least one right reply), and greedy exact match on GRPO's own training prompts
+    (`rl_facts.jsonl`), which shows what RL learned where it was rewarded."""
+    from lmforge.engine import SamplingParams
+    from lmforge.models import load_for_inference
+
+    held_out = [record for record in _jsonl(world / "qa_test.jsonl") if record["group"] == "fact-seen"]
+    trained = _jsonl(world / "rl_facts.jsonl")
+    held_out, trained = held_out[: limit or None], trained[: limit or None]
+    if not held_out or not trained:
+        return None
+    model, tokenizer = load_for_inference(str(model_dir))
+    right = _right_replies(model, tokenizer, [r["question"] for r in held_out], [r["answer"] for r in held_out],
+                           SamplingParams(32, 1.0, seed=0), k)
+    greedy = _right_replies(model, tokenizer, [r["prompt"] for r in trained], [r["answer"] for r in trained],
+                            SamplingParams(32, 0.0), 1)[:, 0]
+    return {
+        "held_out": {"k": k, "questions": len(held_out), "temperature": 1.0, "pass_at_1": float(right.mean()),
+                     "pass_at_k": float(right.max(axis=1).mean()),
+                     "samples": [{"id": record["id"], "metrics": {"pass_at_1": float(row.mean()),
+                                                                  "pass_at_k": float(row.max())}}
+                                 for record, row in zip(held_out, right)]},
+        "trained": {"questions": len(trained), "exact_match": float(greedy.mean()),
+                    "samples": [{"id": record["id"], "metrics": {"exact_match": float(hit)}}
+                                for record, hit in zip(trained, greedy)]},
+    }
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _right_replies(model, tokenizer, questions: list[str], answers: list[str], params, k: int):
+    """questions x k: whether each of k replies to a one-turn chat question earns GRPO's exact-match reward."""
     import numpy as np
 
-    from lmforge.engine import SamplingParams, generate_texts
-    from lmforge.models import load_for_inference
+    from lmforge.engine import generate_texts
     from lmforge.rewards import exact_match
     from lmforge.templates import encode_prompt
 
-    lines = (world / "qa_test.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [record for record in map(json.loads, lines) if record["group"] == "fact-seen"][: limit or None]
-    if not records:
-        return None
-    model, tokenizer = load_for_inference(str(model_dir))
-    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": r["question"]}], tokenizer.chat_template)
-               for r in records]
-    replies = generate_texts(model, tokenizer, prompts, SamplingParams(32, temperature, seed=0), n=k)
-    right = np.array(exact_match([], [reply.text for reply in replies],
-                                 answer=[records[reply.prompt_index]["answer"] for reply in replies]))
-    per_question = right.reshape(len(records), k)
-    samples = [{"id": record["id"], "metrics": {"pass_at_1": float(row.mean()), "pass_at_k": float(row.max())}}
-               for record, row in zip(records, per_question)]
-    return {"k": k, "questions": len(records), "temperature": temperature,
-            "pass_at_1": float(per_question.mean()), "pass_at_k": float(per_question.max(axis=1).mean()),
-            "samples": samples}
+    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": q}], tokenizer.chat_template) for q in questions]
+    replies = generate_texts(model, tokenizer, prompts, params, n=k)
+    right = exact_match([], [reply.text for reply in replies], answer=[answers[r.prompt_index] for r in replies])
+    return np.array(right, dtype=float).reshape(len(questions), k)
 
 
 def _first_question(eval_dir: Path) -> str:
@@ -557,9 +576,10 @@ def _with_ci(figure: dict | None) -> str:
 
 
 def _grpo_section(results: dict, runs: dict[str, Path], sampled: dict[str, dict] | None) -> tuple[str, dict]:
-    """GRPO's exact-match gain on held-out questions over its start model, greedy and sampled, with paired-bootstrap
-    intervals, and why RL can help there: pass@k well above pass@1 before RL means the model often knows an answer
-    it does not give first, which a group-relative reward makes it give."""
+    """GRPO's exact-match gain over its start model, with paired-bootstrap intervals: on held-out questions (greedy
+    and sampled), where the issue's target lies, and on its own training prompts, which shows what RL learned where
+    it was rewarded. pass@k well above pass@1 before RL says why RL can help: the model often knows an answer it does
+    not give first, so sampled groups hold rewarded replies."""
     from lmforge.eval.compare import paired_change
 
     gains = {}
@@ -567,29 +587,39 @@ def _grpo_section(results: dict, runs: dict[str, Path], sampled: dict[str, dict]
         pairs = _aligned(_task_samples(results["dpo"], "world_qa", subject),
                          _task_samples(results["grpo"], "world_qa", subject))
         gains[row] = paired_change("exact_match", *pairs) if pairs[0] else None
-    before_rl = sampled["dpo"] if sampled else None
+    before, after = (sampled["dpo"], sampled["grpo"]) if sampled else (None, None)
     if sampled:
-        row = f"held-out questions, sampled at temperature {before_rl['temperature']:g} (pass@1)"
-        gains[row] = paired_change("pass_at_1", *_aligned(sampled["dpo"]["samples"], sampled["grpo"]["samples"]))
+        held_out = before["held_out"]
+        row = f"held-out questions, sampled at temperature {held_out['temperature']:g} (pass@1)"
+        gains[row] = paired_change("pass_at_1", *_aligned(held_out["samples"], after["held_out"]["samples"]))
+        gains["its own training prompts, greedy"] = paired_change(
+            "exact_match", *_aligned(before["trained"]["samples"], after["trained"]["samples"]))
     main = gains["held-out questions, greedy"]
     prompts = last_record(runs["grpo"], "data").get("examples")
     lines = [f"GRPO trained on the world's fact questions ({prompts} prompts in `rl_facts.jsonl`, asked in phrasings "
              "SFT used) with an exact-match reward and the world's `concise` reward. It is scored on `world_qa`'s "
              "held-out questions: the same facts asked in the one phrasing that no training file uses."]
-    if before_rl:
-        lines += ["", f"Before RL, the dpo model sampled at temperature {before_rl['temperature']:g} answers "
-                  f"{before_rl['pass_at_1']:.1%} of its replies right (pass@1) and at least one of {before_rl['k']} "
-                  f"replies right for {before_rl['pass_at_k']:.1%} of the questions (pass@{before_rl['k']}). Where "
-                  "pass@k is well above pass@1, the model often knows an answer it does not give first, and sampled "
-                  f"groups hold rewarded replies to learn from. After GRPO: pass@1 {sampled['grpo']['pass_at_1']:.1%}, pass@{before_rl['k']} "
-                  f"{sampled['grpo']['pass_at_k']:.1%}."]
+    if sampled:
+        k = before["held_out"]["k"]
+        lines += ["", f"Before RL, the dpo model sampled at temperature 1 answers {before['held_out']['pass_at_1']:.1%} "
+                  f"of its replies right (pass@1) and at least one of {k} replies right for "
+                  f"{before['held_out']['pass_at_k']:.1%} of the questions (pass@{k}). Where pass@k is well above "
+                  "pass@1, the model often knows an answer it does not give first, and sampled groups hold rewarded "
+                  f"replies to learn from. After GRPO: pass@1 {after['held_out']['pass_at_1']:.1%}, pass@{k} "
+                  f"{after['held_out']['pass_at_k']:.1%}."]
     if main is not None:
         verdict = "excludes" if main["ci"][0] > 0 or main["ci"][1] < 0 else "includes"
-        lines += ["", "| held-out set | dpo | grpo | gain | paired 95% CI | n |", "|---|---|---|---|---|---|"]
+        lines += ["", "| questions | dpo | grpo | gain | paired 95% CI | n |", "|---|---|---|---|---|---|"]
         lines += [f"| {row} | {g['a']:.1%} | {g['b']:.1%} | {g['delta']:+.1%} | [{g['ci'][0]:+.1%}, "
                   f"{g['ci'][1]:+.1%}] | {g['n']} |" for row, g in gains.items() if g]
         lines += ["", f"Exact match on held-out questions moved by {main['delta']:+.1%}; the interval {verdict} 0."]
-    passes = {name: {key: value for key, value in figures.items() if key != "samples"}
+    if sampled and main is not None:
+        trained = gains["its own training prompts, greedy"]
+        lines += ["", f"On its own training prompts, greedy exact match moved by {trained['delta']:+.1%}."]
+        if trained["ci"][0] > 0 and main["ci"][0] <= 0:
+            lines[-1] += (" What RL learned stayed with the prompts it was rewarded on and did not carry over to "
+                          "other wordings of the same facts (see \"GRPO at this scale\" in the README).")
+    passes = {name: {key: value for key, value in figures["held_out"].items() if key != "samples"}
               for name, figures in (sampled or {}).items()}
     return "\n".join(lines), {"task": "world facts (rl_facts.jsonl), scored on world_qa fact-seen",
                               "pass_at_k": passes, "gain": {row: g for row, g in gains.items() if g}}

@@ -309,6 +309,15 @@ def as_id_list(value) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def sliding_window(config) -> int | None:
+    """The attention window of a model trained with one (Mistral, Qwen2 with it on, Gemma 2/3 local layers), in
+    tokens; None for full attention."""
+    window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
+    if window is None and "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        window = getattr(config, "sliding_window", None)
+    return window or None
+
+
 def cache_keyword(model) -> str:
     """The forward keyword of the KV cache: transformers 5.2x renamed `past_key_values` (in and out) to `cache` and
     warns on the old name; older versions and remote code know only `past_key_values`."""

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lmforge.engine import Engine, EngineDown, GenerationRequest, QueueFull, SamplingParams, target_for
+from lmforge.engine.lookup import DraftGate
 from lmforge.engine.text import TextStream
 from lmforge.models import load_for_inference
 from lmforge.templates import encode_prompt
@@ -63,12 +64,14 @@ def run(engine, collector, requests):
     return collector.wait(len(requests))
 
 
-@pytest.mark.parametrize("prefix_cache_tokens", [0, 4096])
-def test_greedy_equals_hf_generate_single_and_concurrent(served, prefix_cache_tokens):
+@pytest.mark.parametrize("prefix_cache_tokens, prompt_lookup", [(0, 0), (4096, 0), (4096, 4)])
+def test_greedy_equals_hf_generate_single_and_concurrent(served, prefix_cache_tokens, prompt_lookup, monkeypatch):
     model, served_model = served
+    monkeypatch.setattr(DraftGate, "open", lambda self: True)  # draft at every step, however fast it is here
     prompts = [chat_prompt(served_model, question) for question in QUESTIONS]
     expected = [hf_greedy(model, served_model, prompt, 24) for prompt in prompts]
-    engine = Engine(model, max_batch_size=4, prefix_cache_tokens=prefix_cache_tokens).start()
+    engine = Engine(model, max_batch_size=4, prefix_cache_tokens=prefix_cache_tokens,
+                    prompt_lookup=prompt_lookup).start()
     collector = Collector()
     try:
         alone = run(engine, collector, [collector.request(served_model, prompts[0], SamplingParams(24, 0), key=0)])
@@ -83,6 +86,52 @@ def test_greedy_equals_hf_generate_single_and_concurrent(served, prefix_cache_to
         assert tokens[0] == expected[index][: 24 - 3 * (index % 3)], (repeat, index)
     if prefix_cache_tokens:
         assert engine.prefix.hits > 0
+    if prompt_lookup:  # drafts were kept: fewer steps than tokens, and the same text
+        assert 0 < engine.accepted <= engine.drafted and engine.steps < engine.generation_tokens
+
+
+def test_prompt_lookup_drafts_only_for_plain_greedy_rows(served, monkeypatch):
+    """A sampled row and a log-prob row get the same tokens in a drafted batch as without drafts, and are never
+    drafted themselves."""
+    model, target = served
+    monkeypatch.setattr(DraftGate, "open", lambda self: True)
+    prompts = [chat_prompt(target, question) for question in QUESTIONS[:3]]
+    settings = [SamplingParams(24, 0), SamplingParams(24, 1.0, seed=5), SamplingParams(24, 0, logprobs=True)]
+    plain = Engine(model).generate(target, prompts, settings)
+    engine = Engine(model, prompt_lookup=4)
+    drafted = engine.generate(target, prompts, settings)
+    assert [c.token_ids for c in drafted] == [c.token_ids for c in plain]
+    assert engine.drafted > 0
+    others = Engine(model, prompt_lookup=4)  # the sampled and the log-prob rows alone: nothing to draft
+    assert [c.token_ids for c in others.generate(target, prompts[1:], settings[1:])] == [
+        c.token_ids for c in plain[1:]]
+    assert others.drafted == 0 and others.steps > 0
+
+
+def test_partly_wrong_drafts_keep_the_greedy_reply(served, monkeypatch):
+    """Drafts that are right for two tokens and then wrong: each step keeps three tokens, and the rejected columns
+    left in the batch's cache change nothing that follows."""
+    model, target = served
+    prompts = [chat_prompt(target, question) for question in QUESTIONS[:2]]
+    expected = [hf_greedy(model, target, prompt, 20) for prompt in prompts]
+
+    class HalfRight:
+        def __init__(self, tokens):
+            self.tokens = tokens
+            self.prompt = next(index for index, prompt in enumerate(prompts) if tokens[: len(prompt)] == prompt)
+
+        def draft(self, count):
+            reply = expected[self.prompt]
+            done = len(self.tokens) - len(prompts[self.prompt])
+            if done >= len(reply):
+                return []
+            return (reply[done : done + 2] + [(reply[done] + 1) % 50] * count)[:count]
+
+    monkeypatch.setattr("lmforge.engine.lookup.NgramIndex", HalfRight)
+    monkeypatch.setattr(DraftGate, "open", lambda self: True)
+    engine = Engine(model, prompt_lookup=4)
+    assert [c.token_ids for c in engine.generate(target, prompts, SamplingParams(20, 0))] == expected
+    assert 0 < engine.accepted < engine.drafted and engine.steps <= 8
 
 
 def test_seeded_sampling_repeats_whatever_shares_the_batch(served):
@@ -278,3 +327,10 @@ def test_a_stop_token_ends_the_completion_and_is_reported_apart(served):
     cut = Engine(model).generate(stopping, [prompt], SamplingParams(8, 0))[0]
     assert (cut.finish_reason, cut.stop_token) == ("stop", free.token_ids[3])
     assert cut.token_ids == free.token_ids[: free.token_ids.index(free.token_ids[3])]
+
+
+def test_prompt_lookup_is_off_for_a_sliding_window_model(served, monkeypatch):
+    model, _ = served
+    assert Engine(model, prompt_lookup=4).prompt_lookup == 4
+    monkeypatch.setattr(model.config, "sliding_window", 16, raising=False)
+    assert Engine(model, prompt_lookup=4).prompt_lookup == 0  # masked draft columns would shift its window

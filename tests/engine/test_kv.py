@@ -45,11 +45,51 @@ def test_rows_keep_their_tokens_through_joins_leaves_and_window_moves(monkeypatc
             order.append(4.0)
             lengths[4.0] = 4
     for index, tag in enumerate(order):
-        keys, values = batch.row(index)[0]
+        keys, values = batch.row(index, lengths[tag])[0]
         assert torch.equal(keys, expected(tag, lengths[tag])) and torch.equal(values, -keys)
     mask, positions = batch.step_inputs()
     assert positions.flatten().tolist() == [lengths[tag] for tag in order]
     assert batch.start == min(batch.end - lengths[tag] for tag in order)  # no all-padding columns on the left
+
+
+def test_a_wide_step_keeps_each_rows_confirmed_columns_only():
+    """A drafted step writes three columns per row; row 0 keeps one, row 1 all three. Later positions count only
+    kept tokens, and a row copied out skips the rejected columns."""
+    batch = BatchKV(max_rows=2, first_row=row(2, 1.0))
+    batch.join(row(2, 1.0))
+    batch.join(row(4, 2.0))
+    mask, positions = batch.step_inputs(3)
+    assert positions.tolist() == [[2, 3, 4], [4, 5, 6]] and mask.shape == (2, 7)
+    new = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1).expand(-1, HEADS, 3, DIM) + positions.view(2, 1, 3, 1) / 100
+    batch.cache.layers[0].update(new, -new)
+    batch.advance(3, torch.tensor([1, 3]))
+    _, positions = batch.step_inputs()
+    assert positions.flatten().tolist() == [3, 7]
+    assert torch.equal(batch.row(0, 3)[0][0], expected(1.0, 3))
+    assert torch.equal(batch.row(1, 7)[0][0], expected(2.0, 7))
+
+
+def test_rows_are_packed_once_rejected_columns_fill_half_the_window(monkeypatch):
+    monkeypatch.setattr(BatchKV, "SLACK", 0)
+    batch = BatchKV(max_rows=2, first_row=row(3, 1.0))
+    batch.join(row(3, 1.0))
+    batch.join(row(2, 2.0))
+    lengths = {1.0: 3, 2.0: 2}
+    for step in range(6):  # each row keeps one column of four: row 0's draft was wrong, row 1 drafted one token
+        fed = torch.tensor([4, 2])
+        mask, positions = batch.step_inputs(4, fed)
+        assert positions[1].tolist() == [lengths[2.0], lengths[2.0] + 1, lengths[2.0] + 1, lengths[2.0] + 1]
+        new = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1).expand(-1, HEADS, 4, DIM) + positions.view(2, 1, 4, 1) / 100
+        batch.cache.layers[0].update(new, -new)
+        batch.advance(4, torch.tensor([1, 1]))
+        lengths[1.0] += 1
+        lengths[2.0] += 1
+    assert batch.end - batch.start < 4 * 6  # packed at least once
+    for index, tag in enumerate((1.0, 2.0)):
+        keys, values = batch.row(index, lengths[tag])[0]
+        assert torch.equal(keys, expected(tag, lengths[tag])) and torch.equal(values, -keys)
+    _, positions = batch.step_inputs()
+    assert positions.flatten().tolist() == [lengths[1.0], lengths[2.0]]
 
 
 def test_prefix_cache_gives_the_longest_shared_prefix_and_evicts_least_recent():

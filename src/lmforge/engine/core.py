@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,9 +22,10 @@ from typing import Callable
 import torch
 
 from lmforge.engine.kv import BatchKV, Layers, PrefixCache, cache_layers, new_cache
+from lmforge.engine.lookup import Drafter, DraftGate
 from lmforge.engine.sampling import Picked, RowState, SamplingParams, new_generator, pick_tokens
 from lmforge.engine.text import TextStream
-from lmforge.models import cache_keyword
+from lmforge.models import cache_keyword, sliding_window
 
 log = logging.getLogger("lmforge.engine")
 
@@ -150,8 +152,14 @@ class Engine:
     off, every request runs the model as it is, with its active adapter (a LoRA stage's policy)."""
 
     def __init__(self, model, max_batch_size: int = 32, max_queue: int = 256, prefix_cache_tokens: int = 32768,
-                 route_adapters: bool = False):
+                 route_adapters: bool = False, prompt_lookup: int = 0):
+        """`prompt_lookup`: draft tokens proposed per step for greedy rows by prompt lookup (0: off)."""
         self.model = model
+        if prompt_lookup and sliding_window(model.config):
+            log.warning("prompt lookup is off: this model attends over a sliding window, which counts cache columns, "
+                        "and rejected draft tokens leave masked columns behind")
+            prompt_lookup = 0
+        self.prompt_lookup, self.gate = prompt_lookup, DraftGate()
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device
@@ -167,6 +175,7 @@ class Engine:
         self.model_lock = threading.Lock()  # peft's per-call adapter hooks must not interleave (embeddings)
         self.thread: threading.Thread | None = None
         self.prompt_tokens = self.generation_tokens = self.steps = 0
+        self.drafted = self.accepted = 0  # prompt-lookup draft tokens proposed, and those the model confirmed
         self.expected: tuple[int, int] | None = None  # rows and tokens per row of an offline call, to size the cache
 
     def start(self) -> "Engine":
@@ -380,29 +389,64 @@ class Engine:
             self.running, self.batch = [], None
 
     def _step(self) -> None:
-        mask, positions = self.batch.step_inputs()
+        """One forward pass over the running batch: each row feeds its last token, and rows with a prompt-lookup
+        draft feed the draft after it, keeping the longest prefix the model confirms plus the model's own next
+        token."""
+        drafting = bool(self.prompt_lookup) and self.gate.open()
+        drafts = [self._draft(sequence) if drafting else [] for sequence in self.running]
+        width = 1 + max(map(len, drafts))
+        started = time.perf_counter()
+        fed = torch.tensor([1 + len(draft) for draft in drafts], device=self.device) if width > 1 else None
+        mask, positions = self.batch.step_inputs(width, fed)
+        rows = [[sequence.tokens[-1], *draft] for sequence, draft in zip(self.running, drafts)]
         with self.model_lock:
             out = self.model(
-                input_ids=torch.tensor([[sequence.tokens[-1]] for sequence in self.running], device=self.device),
+                input_ids=torch.tensor([row + row[-1:] * (width - len(row)) for row in rows], device=self.device),
                 attention_mask=mask, position_ids=positions, **{self.cache_keyword: self.batch.cache},
                 use_cache=True, **self._adapters([sequence.request.model for sequence in self.running]),
             )
-        self.batch.advance()
         self.steps += 1
-        picks = pick_tokens(out.logits[:, -1], [sequence.state for sequence in self.running])
+        picks = pick_tokens(out.logits[:, 0], [sequence.state for sequence in self.running])
+        if width == 1:
+            self.batch.advance()
+            taken = [[pick] for pick in picks]
+        else:
+            chosen = out.logits.float().argmax(dim=-1).tolist()  # rows x width: the greedy choice after each column
+            taken = [_confirmed(draft, chosen[index], pick) for index, (draft, pick) in enumerate(zip(drafts, picks))]
+            self.batch.advance(width, torch.tensor([len(tokens) for tokens in taken], device=self.device))
+            for sequence, draft, tokens in zip(self.running, drafts, taken):
+                if draft and not sequence.request.cancelled:
+                    sequence.state.lookup.confirmed(len(tokens) - 1)
+                    self.drafted, self.accepted = self.drafted + len(draft), self.accepted + len(tokens) - 1
+        if self.prompt_lookup:
+            self.gate.record(width > 1, time.perf_counter() - started, sum(map(len, taken)))
         for index in reversed(range(len(self.running))):  # backwards: a leaving row takes the last row's place
             sequence = self.running[index]
             if not sequence.request.cancelled:
-                self._advance(sequence, picks[index])
+                for pick in taken[index]:
+                    self._advance(sequence, pick)
+                    if sequence.finish_reason is not None:
+                        break
                 if sequence.finish_reason is None:
                     continue
                 self._remember(index, sequence)
             self._leave(index)
 
+    def _draft(self, sequence: Sequence) -> list[int]:
+        """Prompt-lookup draft tokens for a row whose next tokens are plain argmaxes (greedy, no penalty, grammar
+        or log-probs), within its token budget."""
+        state, request = sequence.state, sequence.request
+        if not state.params.greedy or state.params.penalised or state.params.logprobs or state.matcher is not None:
+            return []
+        if state.lookup is None:
+            state.lookup = Drafter(sequence.tokens)
+        room = min(request.params.max_tokens - sequence.generated, request.model.max_len - len(sequence.tokens)) - 1
+        return state.lookup.draft(min(self.prompt_lookup, room))
+
     def _remember(self, index: int, sequence: Sequence) -> None:
         if self.prefix.budget:
-            fed = self.batch.real_tokens(index)
-            self.prefix.store(sequence.request.model.adapter, sequence.tokens[:fed], self.batch.row(index))
+            fed = min(self.batch.real_tokens(index), len(sequence.tokens))
+            self.prefix.store(sequence.request.model.adapter, sequence.tokens[:fed], self.batch.row(index, fed))
 
     def _adapters(self, models: list[Target]) -> dict:
         if not self.uses_adapters:
@@ -435,6 +479,17 @@ class Engine:
         sequence.finish_reason = reason
         text = sequence.stream.flush() if text is None else text + sequence.stream.flush()
         sequence.request.on_output(Output(sequence.index, text, picks, reason, stop_token))
+
+
+def _confirmed(draft: list[int], chosen: list[int], first: Picked) -> list[Picked]:
+    """The tokens a row keeps from a drafted step: the model's greedy choice after each fed token (`chosen`), for as
+    long as the draft agrees with it (the choice after the last agreeing token is the model's own next token)."""
+    taken = [first]
+    for guess, token in zip(draft, chosen[1:]):
+        if guess != taken[-1].token:
+            break
+        taken.append(Picked(token))
+    return taken
 
 
 def _seeded_per_prompt(params: SamplingParams, prompts: int, n: int) -> list[SamplingParams]:

@@ -52,6 +52,7 @@ class BatchKV:
     capacity doubled) when it reaches the end."""
 
     FIRST_SLOTS = 4
+    SLACK = 16  # window columns beyond twice the longest row before the rows are packed
 
     def __init__(self, max_rows: int, first_row: Layers, expected: tuple[int, int] | None = None):
         """`expected` (rows, tokens per row), when known, sizes the slots at once instead of growing them."""
@@ -97,21 +98,52 @@ class BatchKV:
         if self.rows:
             self.start += int(self.mask[: self.rows, self.start : self.end].any(dim=0).long().argmax())
 
-    def step_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attention mask and positions for one decode step (the new column counted as real)."""
-        if self.end == self.capacity:
+    def step_inputs(self, width: int = 1, fed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention mask and positions for a decode step of `width` columns (counted as real until `advance` says
+        otherwise). `fed` (per row) is how many of them carry a row's own tokens; the pad columns after them repeat
+        the last one's position, so no position runs past the row's own."""
+        while self.end + width > self.capacity:
             self._make_room()
-        self.mask[: self.rows, self.end] = 1
-        mask = self.mask[: self.rows, self.start : self.end + 1]
-        return mask, mask.sum(dim=1, keepdim=True) - 1
+        self.mask[: self.rows, self.end : self.end + width] = 1
+        mask = self.mask[: self.rows, self.start : self.end + width]
+        before = self.mask[: self.rows, self.start : self.end].sum(dim=1, keepdim=True)
+        offsets = torch.arange(width, device=mask.device).unsqueeze(0)
+        if fed is not None:
+            offsets = torch.minimum(offsets, fed.unsqueeze(1) - 1)
+        return mask, before + offsets
 
-    def advance(self) -> None:
-        self.end += 1
+    def advance(self, width: int = 1, kept: torch.Tensor | None = None) -> None:
+        """Move past a step's `width` columns; `kept` (per row) says how many of them hold tokens the row keeps.
+        The rest (rejected draft tokens, pads) are masked out, and once such holes make up half the window the
+        rows are packed again."""
+        if kept is not None:
+            columns = torch.arange(width, device=self.mask.device)
+            self.mask[: self.rows, self.end : self.end + width] = (columns < kept.unsqueeze(1)).long()
+        self.end += width
+        if kept is not None:
+            longest = int(self.mask[: self.rows, self.start : self.end].sum(dim=1).max())
+            if self.end - self.start > 2 * longest + self.SLACK:
+                self._pack()
 
-    def row(self, index: int) -> Layers:
-        """One row's real tokens, copied out (for the prefix cache)."""
-        columns = slice(self.end - self.real_tokens(index), self.end)
-        return [(keys[index : index + 1, :, columns].clone(), values[index : index + 1, :, columns].clone())
+    def _pack(self) -> None:
+        """Each row's real columns moved together, right-aligned at `end` (keys carry their rotary positions and
+        positions are counted from the mask, so nothing else changes)."""
+        window = slice(self.start, self.end)
+        longest = 0
+        for index in range(self.rows):
+            columns = self.mask[index, window].nonzero().squeeze(1) + self.start
+            packed = slice(self.end - columns.numel(), self.end)
+            for keys, values in self.stores:
+                keys[index, :, packed], values[index, :, packed] = keys[index, :, columns], values[index, :, columns]
+            self.mask[index, window] = 0
+            self.mask[index, packed] = 1
+            longest = max(longest, columns.numel())
+        self.start = self.end - longest
+
+    def row(self, index: int, count: int) -> Layers:
+        """The first `count` real tokens of one row, copied out (for the prefix cache)."""
+        columns = self.mask[index, self.start : self.end].nonzero().squeeze(1)[:count] + self.start
+        return [(keys[index : index + 1, :, columns], values[index : index + 1, :, columns])
                 for keys, values in self.stores]
 
     def real_tokens(self, index: int) -> int:

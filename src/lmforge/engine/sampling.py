@@ -45,6 +45,7 @@ class RowState:
     generator: torch.Generator | None = None
     counts: dict[int, int] = field(default_factory=dict)
     matcher: object = None
+    lookup: object = None  # the sequence's prompt-lookup Drafter, once it drafts
 
     def record(self, token: int) -> None:
         self.counts[token] = self.counts.get(token, 0) + 1

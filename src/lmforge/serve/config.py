@@ -36,6 +36,13 @@ class ServeConfig(Section):
     prefix_cache_tokens: int = Field(
         32768, ge=0, description="tokens of finished prompts' KV cache kept for reuse by later prompts (0 = off)"
     )
+    prompt_lookup: int = Field(
+        0, ge=0, le=16, description="speculative decoding by prompt lookup: tokens drafted per step for greedy "
+        "requests from an earlier occurrence of the reply's last words in the prompt or reply, all checked in one "
+        "forward pass; the reply is the one greedy decoding gives. Pays where replies copy or repeat (RAG, quoting, "
+        "code edits); where they do not, the engine measures that drafting is slower and mostly stops; 4 is a good "
+        "start (0 = off; ignored for sliding-window models)"
+    )
     trust_remote_code: bool = Field(False, description="run Python code shipped inside the model directory")
 
     @field_validator("adapter")

@@ -20,6 +20,9 @@ class EngineCollector:
                        engine.prompt_tokens)
         yield _counter("lmforge_generation_tokens", "tokens generated", engine.generation_tokens)
         yield _counter("lmforge_decode_steps", "batched decode steps", engine.steps)
+        yield _counter("lmforge_draft_tokens", "prompt-lookup draft tokens proposed", engine.drafted)
+        yield _counter("lmforge_draft_tokens_accepted", "prompt-lookup draft tokens the model confirmed",
+                       engine.accepted)
         yield _counter("lmforge_prefix_cache_hits", "prompts that started from a cached prefix", engine.prefix.hits)
         yield _counter("lmforge_prefix_cache_reused_tokens", "prompt tokens taken from the prefix cache",
                        engine.prefix.reused_tokens)

@@ -35,12 +35,11 @@ def load_served(cfg: ServeConfig):
     """The model (a PeftModel when adapters are served) and the served ids, base first."""
     import time
 
-    from lmforge.models import load_for_inference, load_tokenizer, recorded_base, require_adapter
+    from lmforge.models import load_for_inference, load_tokenizer, recorded_base, require_adapter, sliding_window
 
     model, tokenizer = load_for_inference(cfg.model, cfg.device, cfg.trust_remote_code, dtype=cfg.dtype)
     max_len = cfg.max_model_len or int(getattr(model.config, "max_position_embeddings", 2048))
-    window = getattr(model.config, "sliding_window", None) if getattr(model.config, "use_sliding_window", True) \
-        else None
+    window = sliding_window(model.config)
     if window and window < max_len:
         log.warning("the engine attends over the whole context; this model was trained with a %d-token sliding "
                     "window, so replies past %d tokens of context may differ from transformers'", window, window)

@@ -158,7 +158,7 @@ class Server:
         self._dispatcher: Dispatcher | None = None
         self.model, self.served = load_served(cfg)
         self.engine = Engine(self.model, cfg.max_batch_size, cfg.max_queue, cfg.prefix_cache_tokens,
-                             route_adapters=True)
+                             route_adapters=True, prompt_lookup=cfg.prompt_lookup)
         self.metrics = Metrics(self.engine)
         self.embedders = {model_id: HiddenStateEmbedder(self.model, served, self.engine.model_lock)
                           for model_id, served in self.served.items()}
