@@ -32,6 +32,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/grpo_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_load.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/rag_speed.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -41,7 +41,7 @@ def test_unknown_recipe_lists_the_shipped_ones(capsys):
 
 
 @pytest.mark.parametrize("verb", ["train", "generate", "demo", "data synth-world", "tokenizer train", "eval", "analyze",
-                                  "compare", "sweep"])
+                                  "compare", "sweep", "rag index", "rag query", "rag eval"])
 def test_every_verb_has_help(verb):
     assert run_cli(*verb.split(), "--help").returncode == 0
 

@@ -10,8 +10,10 @@ import pytest
 import lmforge
 
 PACKAGE = Path(lmforge.__file__).parent
-STAGES = ("train", "serve", "eval", "world", "demo", "sweep", "generate", "score", "export", "rewards", "tokenizer")
-CORE = ["config", "runs", "templates", "sequences", "losses", "models", "distributed", "plots", "answers", "engine"]
+STAGES = ("train", "serve", "eval", "world", "demo", "sweep", "generate", "score", "export", "rewards", "tokenizer",
+          "rag")
+CORE = ["config", "runs", "templates", "sequences", "losses", "models", "distributed", "plots", "answers", "engine",
+        "embedders"]
 
 
 def loaded_after(statement: str) -> set[str]:

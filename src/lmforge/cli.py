@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 import typing
 from pathlib import Path
@@ -146,6 +147,31 @@ def cmd_synth_world(args: argparse.Namespace) -> None:
         print(f"{count:8d}  {Path(cfg.out) / name}")
 
 
+def cmd_rag_index(args: argparse.Namespace) -> None:
+    from lmforge.rag import RagIndexConfig, run_index
+
+    cfg = schema_from_args(RagIndexConfig, args)
+    print(json.dumps(run_index(cfg)))
+    print(f"finished: {cfg.index}")
+
+
+def cmd_rag_query(args: argparse.Namespace) -> None:
+    from lmforge.rag import RagQueryConfig, run_query
+
+    cfg = schema_from_args(RagQueryConfig, args)
+    for query, hits in zip(cfg.query, run_query(cfg)):
+        print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+
+
+def cmd_rag_eval(args: argparse.Namespace) -> None:
+    from lmforge.rag import RagEvalConfig, run_eval
+    from lmforge.rag.evaluate import results_table
+
+    results = run_eval(schema_from_args(RagEvalConfig, args))
+    print(results_table(results))
+    print(json.dumps(results))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from lmforge.demo import DemoConfig, run_demo
 
@@ -182,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lmforge.eval.config import EvalConfig
     from lmforge.export import ExportConfig
     from lmforge.generate import GenerateConfig
+    from lmforge.rag import RagEvalConfig, RagIndexConfig, RagQueryConfig
     from lmforge.score import ScoreConfig
     from lmforge.serve.chat import ChatConfig
     from lmforge.serve.config import ServeConfig
@@ -262,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
         verbs, "chat", ChatConfig, cmd_chat, help="chat in the terminal with a model or a running server",
         epilog="example: lmforge chat --model runs/sft --system 'Answer briefly.'   (/reset clears, /exit quits)",
     )
+    rag = verbs.add_parser("rag", help="retrieval: index documents, search them").add_subparsers(
+        dest="action", required=True)
+    schema_command(rag, "index", RagIndexConfig, cmd_rag_index,
+                   help="build or update an index of documents (chunks, BM25 terms, vectors) in a folder",
+                   epilog="example: lmforge rag index --source docs/ notes.md --index runs/docs-index")
+    schema_command(rag, "query", RagQueryConfig, cmd_rag_query, help="search an index (one JSON line per question)",
+                   epilog="example: lmforge rag query --index runs/docs-index --query 'Who is the mayor of Traa?'")
+    schema_command(rag, "eval", RagEvalConfig, cmd_rag_eval,
+                   help="score retrieval against gold documents: recall@k, MRR@k, nDCG@k per search mode",
+                   epilog="example: lmforge rag eval --index runs/docs-index --questions world/docs/rag_qa.jsonl")
     schema_command(verbs, "demo", DemoConfig, cmd_demo, "replace a finished demo",
                    help="the whole lifecycle on the toy world, with a report")
     return parser
@@ -273,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ConfigError, OSError, ValueError) as err:
+    except (ConfigError, OSError, ValueError, sqlite3.Error) as err:
         if args.verbose:
             raise
         print(f"lmforge {args.verb}: error: {err}", file=sys.stderr)

@@ -355,7 +355,7 @@ async def embed(server: Server, body: EmbeddingRequest) -> dict:
 
 
 def _embed_inputs(embedder, inputs: list, server: Server) -> tuple[list[list[float]], int]:
-    from lmforge.serve.embeddings import SentenceEmbedder
+    from lmforge.embedders import SentenceEmbedder
 
     if isinstance(embedder, SentenceEmbedder):
         if not all(isinstance(item, str) for item in inputs):

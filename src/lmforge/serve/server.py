@@ -163,10 +163,10 @@ class Server:
         self.embedders = {model_id: HiddenStateEmbedder(self.model, served, self.engine.model_lock)
                           for model_id, served in self.served.items()}
         if cfg.embedding_model:
-            from lmforge.serve.embeddings import SentenceEmbedder, embedding_model_id
+            from lmforge.embedders import SentenceEmbedder, embedding_model_id
 
             name, path = embedding_model_id(cfg.embedding_model)
-            self.embedders[name] = SentenceEmbedder(path, cfg.device)
+            self.embedders[name] = SentenceEmbedder(path, cfg.device, "float32")
 
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:
