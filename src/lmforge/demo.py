@@ -305,7 +305,9 @@ def rl_measures(model_dir: Path, world: Path, k: int, limit: int = 0) -> dict | 
 
 
 def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from lmforge.data import read_raw
+
+    return [raw.value for raw in read_raw(path)]
 
 
 def _right_replies(model, tokenizer, questions: list[str], answers: list[str], params, k: int):

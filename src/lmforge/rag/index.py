@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.rag.ingest import Chunk, chunk_document, file_hash, read_documents, source_files
+from lmforge.rag.ingest import Chunk, chunk_document, read_documents, source_files
+from lmforge.runs import atomic_write_text, sha256_file
 
 log = logging.getLogger("lmforge.rag")
 
@@ -98,8 +99,6 @@ def build_index(sources: list[str], folder: str | Path, embedder, chunk_tokens: 
 
 
 def _write_manifest(folder: Path, settings: dict) -> None:
-    from lmforge.runs import atomic_write_text
-
     atomic_write_text(folder / MANIFEST, json.dumps(settings, indent=2) + "\n")
 
 
@@ -129,7 +128,7 @@ def _update(connection, files: list[tuple[Path, str]], embedder, chunk_tokens: i
             stats["chunks_removed"] += _forget(connection, path)
             stats["removed"] += 1
     for key, (path, name) in current.items():
-        digest = file_hash(path)
+        digest = sha256_file(path)
         if known.get(key) == (name, digest):
             stats["unchanged"] += 1
             continue

@@ -8,8 +8,6 @@ two token offsets, not a detokenised copy; a chunk's place is the line (txt, md,
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +65,6 @@ def source_files(paths: list[str]) -> list[tuple[Path, str]]:
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return files
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_documents(path: Path, name: str | None = None) -> list[Document]:
@@ -204,15 +198,14 @@ def _jsonl(path: Path, name: str) -> list[Document]:
 
 
 def jsonl_records(path: str | Path):
-    """(line number, parsed record) for each non-blank line; a line that is not JSON is named."""
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8-sig").split("\n"), 1):  # not splitlines:
-        # JSON strings may hold U+2028 and other characters it would break at
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+    """(line number, parsed record) for each record of a jsonl file, through the data reader every stage uses
+    (UTF-8 with or without a byte-order mark, a broken line named by its number)."""
+    from lmforge.data import DataError, read_raw
+
+    for raw in read_raw(Path(path)):
+        if raw.error:
+            raise DataError(raw.source, raw.error)
+        yield int(raw.source.rsplit(":", 1)[1]), raw.value
 
 
 def chunk_document(document: Document, tokenizer, size: int, overlap: int) -> list[Chunk]:
