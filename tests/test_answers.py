@@ -27,7 +27,7 @@ OUTPUTS = ["6 * 7 = 42\n#### 42", "#### 41 wait, recount. #### 42", "She has 58 
 @pytest.mark.parametrize("gold", ["42", "41", "65", "-4", "1234", "1,234"])
 def test_the_grpo_reward_scores_what_the_gsm8k_metric_scores(tmp_path, gold):
     from lmforge.eval.benchmarks import load_benchmark
-    from lmforge.eval.metrics import generation_sample_metrics
+    from lmforge.metrics import generation_sample_metrics
 
     record = {"question": "q", "answer": f"working\n#### {gold}"}
     (tmp_path / "test.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")

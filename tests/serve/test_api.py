@@ -38,9 +38,9 @@ def trained_prompt(tokenizer, messages, tools=None):
     return encoded.input_ids[:first]
 
 
-def test_models_lists_base_adapter_and_embedding_model(client):
+def test_models_lists_base_adapter_embedding_and_rag_models(client):
     ids = [model.id for model in client.models.list().data]
-    assert ids == ["nano", "lora", "minilm"]
+    assert ids == ["nano", "lora", "minilm", "docs"]
 
 
 def test_served_prompt_is_the_trained_prompt(nano_model_dir, client):

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from lmforge.serve.tools import ContentDelta, ToolCallDone, ToolStreamParser, parse_tool_calls, tool_grammar
+from lmforge.serve.tools import ContentDelta, ToolCallDone, ToolStreamParser, tool_grammar
+from lmforge.toolcalls import parse_tool_calls
 from lmforge.templates import BUILTIN_TEMPLATES, render
 
 WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Kelmar", "days": 2}}\n</tool_call>'

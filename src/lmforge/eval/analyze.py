@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from lmforge.answers import is_json, latin_words, script_shares, word_tokens
-from lmforge.eval.report import markdown_table, read_results, run_label, write_report
+from lmforge.eval.report import read_results, run_label
+from lmforge.reports import markdown_table, write_report
 
 NGRAM, NGRAM_REPEATS, LINE_REPEATS = 3, 3, 2
 LENGTH_RATIO, MIN_REFERENCE_CHARS = 3, 32

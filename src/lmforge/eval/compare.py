@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.eval.report import markdown_table, read_results, run_label, write_report
-from lmforge.eval.metrics import aggregate, bootstrap_aggregates
+from lmforge.eval.report import read_results, run_label
+from lmforge.reports import markdown_table, write_report
+from lmforge.metrics import aggregate, bootstrap_aggregates
 
 VERDICTS = ("improved", "regressed", "unchanged")
 

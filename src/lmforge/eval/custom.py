@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from lmforge.config import Section, build, read_yaml
 from lmforge.data import DataError, expand_paths, read_raw
 from lmforge.eval.task import Doc, Task
+from lmforge.prompts import (LoadedProgram, gold_text, is_prompt_program, program_from_dict, read_records, user_text,
+                             valid_pattern)
 
 
 class GenerationSpec(Section):
@@ -22,12 +24,7 @@ class GenerationSpec(Section):
     @field_validator("answer_pattern")
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"answer_pattern is not a valid regular expression: {err}") from None
-        return pattern
+        return valid_pattern(pattern)
 
 
 class CustomTask(Section):
@@ -52,7 +49,7 @@ class CustomTask(Section):
 
     @model_validator(mode="after")
     def _one_kind_with_its_metrics(self) -> "CustomTask":
-        from lmforge.eval.metrics import CHOICE_METRICS, GENERATE_METRICS
+        from lmforge.metrics import CHOICE_METRICS, GENERATE_METRICS
 
         if (self.choices is None) == (self.generate is None):
             raise ValueError("give exactly one of 'choices' (scored choices) or 'generate'")
@@ -64,8 +61,12 @@ class CustomTask(Section):
 
 
 def load_custom_task(path: str | Path) -> Task:
+    """A custom task YAML, or a prompt program (a `template` and its `data`) run as a generation task."""
     path = Path(path)
-    spec = build(CustomTask, read_yaml(path), str(path))
+    data = read_yaml(path)
+    if is_prompt_program(data):
+        return _program_task(program_from_dict(data, path.parent, str(path)), path)
+    spec = build(CustomTask, data, str(path))
     data = path.parent / spec.data
     task = Task(
         name=spec.name,
@@ -147,3 +148,60 @@ def _extractor(pattern: str | None):
         return matches[-1].group(1 if compiled.groups else 0).strip() if matches else None
 
     return extract
+
+
+def _program_task(program: LoadedProgram, path: Path) -> Task:
+    """A prompt program as an lm-eval-style generation task: the system text leads, solved examples are the
+    program's first k, and the answer is extracted by the program's rule. (`lmforge prompt run` sends examples as
+    separate chat turns instead, and votes over samples.)"""
+    from lmforge.prompts import extract
+
+    spec = program.spec
+    if spec.data is None:
+        raise ValueError(f"{path}: a prompt program used as an eval task needs `data`")
+    docs = [_program_doc(program, record) for record in read_records(path.parent / spec.data)]
+    task = Task(name=spec.name, kind="generate", docs=docs, metrics=spec.metrics,
+                fewshot_docs=[_program_doc(program, example) for example in program.examples],
+                num_fewshot=spec.fewshot.k if spec.fewshot else 0,
+                description=lambda doc: f"{spec.system}\n\n" if spec.system else "",
+                target_delimiter="\n", cot_trigger=spec.cot or "", chat=True, source=str(path.parent / spec.data))
+    task.until, task.max_new_tokens = spec.stop, spec.max_new_tokens
+    task.extract = lambda text: extract(program, text, "")
+    return task
+
+
+def _program_doc(program: LoadedProgram, record: dict) -> Doc:
+    where = record.get("_source", "example")
+    gold = gold_text(program, record, where)
+    return Doc(id=str(record.get("id", where)), query=user_text(program, record, where, cot=False), gold=gold,
+               target=gold)
+
+
+def custom_task_as_program(path: str | Path) -> LoadedProgram:
+    """A generation custom task as a prompt program: `{field}` placeholders become Jinja variables, the
+    description the system text, the solved examples the first-k few-shot pool."""
+    path = Path(path)
+    spec = build(CustomTask, read_yaml(path), str(path))
+    if spec.generate is None:
+        raise ValueError(f"{path}: a choices task scores log-likelihoods; a prompt program generates, so only "
+                         "`generate` tasks can run as one")
+    if spec.where or spec.subject:
+        raise ValueError(f"{path}: `where` and `subject` have no prompt-program equivalent; filter the data file")
+    fewshot = {"examples": spec.fewshot_data, "k": spec.num_fewshot} if spec.fewshot_data else None
+    program = {"name": spec.name, "template": _jinja(spec.prompt), "answer": _jinja(spec.target),
+               "system": spec.description or None, "fewshot": fewshot, "cot": spec.cot_trigger or None,
+               "answer_pattern": spec.generate.answer_pattern, "stop": spec.generate.until,
+               "max_new_tokens": spec.generate.max_new_tokens, "metrics": spec.metrics, "data": spec.data}
+    return program_from_dict(program, path.parent, str(path))
+
+
+def _jinja(template: str) -> str:
+    """A str.format template as the Jinja template that renders the same text."""
+    import string
+
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(f"{{% raw %}}{literal}{{% endraw %}}" if "{" in literal or "}" in literal else literal)
+        if field is not None:
+            parts.append(f"{{{{ {field} }}}}")
+    return "".join(parts)

@@ -82,7 +82,7 @@ def evaluate_tasks(model, tokenizer, tasks: list[Task], cfg: EvalConfig) -> dict
 def run_task(model, tokenizer, task: Task, cfg: EvalConfig) -> dict:
     from tqdm.auto import tqdm
 
-    from lmforge.eval.metrics import summarize
+    from lmforge.metrics import summarize
 
     docs = first_of_each_subject(task.docs, cfg.limit) if cfg.limit else task.docs
     k = task.num_fewshot if cfg.num_fewshot is None else cfg.num_fewshot
@@ -114,7 +114,7 @@ def first_of_each_subject(docs: list[Doc], limit: int) -> list[Doc]:
 def _choice_samples(model, tokenizer, task: Task, docs: list[Doc], prompts: list[Prompt], cfg: EvalConfig, progress,
                     chat: bool) -> list[dict]:
     """Scores every choice; docs that share a few-shot prefix are grouped so the scorer can share its pass."""
-    from lmforge.eval.metrics import choice_sample_metrics
+    from lmforge.metrics import choice_sample_metrics
     from lmforge.eval.scoring import encode_choices, score_choices
 
     delimiter = "" if chat else task.target_delimiter
@@ -130,7 +130,7 @@ def _choice_samples(model, tokenizer, task: Task, docs: list[Doc], prompts: list
 
 
 def _generation_samples(model, tokenizer, task: Task, docs, prompts, cfg: EvalConfig, progress) -> list[dict]:
-    from lmforge.eval.metrics import generation_sample_metrics
+    from lmforge.metrics import generation_sample_metrics
     from lmforge.engine import SamplingParams, generate_texts
     from lmforge.eval.scoring import tokenize_context
 
@@ -166,7 +166,7 @@ def _headline(task_result: dict) -> str:
 
 def results_table(results: dict) -> str:
     """Markdown: one row per task and metric, then per-subject tables for tasks that have subjects."""
-    from lmforge.eval.report import markdown_table
+    from lmforge.reports import markdown_table
 
     rows = [[name, metric, f"{m['value']:.4f}", f"{m['stderr']:.4f}", task["n"]]
             for name, task in results["tasks"].items() for metric, m in task["metrics"].items()]
@@ -181,7 +181,8 @@ def results_table(results: dict) -> str:
 
 
 def write_results(folder: Path, results: dict) -> None:
-    from lmforge.eval.report import run_label, write_report
+    from lmforge.eval.report import run_label
+    from lmforge.reports import write_report
 
     bars = [(f"{name}/{metric}", m["value"], m["stderr"]) for name, task in results["tasks"].items()
             for metric, m in task["metrics"].items()]

@@ -33,7 +33,7 @@ class Doc:
 
 @dataclass
 class Task:
-    """Documents plus the prompt and scoring recipe; `metrics` name functions in lmforge.eval.metrics."""
+    """Documents plus the prompt and scoring recipe; `metrics` name functions in lmforge.metrics."""
 
     name: str
     kind: Kind

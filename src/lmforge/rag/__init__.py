@@ -1,6 +1,7 @@
 """Retrieval-augmented generation: `lmforge rag index` turns documents into an embedded index (chunks with their
-heading paths, BM25 terms and vectors), `lmforge rag query` searches it by keywords, embeddings or both, and
-`lmforge rag eval` scores the search against gold documents."""
+heading paths, BM25 terms and vectors), `lmforge rag query` searches it by keywords, embeddings or both and, given
+a model, answers with numbered citations, and `lmforge rag eval` scores the search against gold documents and the
+answers against gold answers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lmforge.config import Section
+from lmforge.rag.answer import load_rag_program, open_retriever, rag_conversation, read_reply, with_references
+
+__all__ = ["load_rag_program", "open_retriever", "rag_conversation", "read_reply", "with_references"]
 
 
 class EmbeddingSection(Section):
@@ -36,7 +40,20 @@ class RagIndexConfig(EmbeddingSection):
         return self
 
 
-class RagQueryConfig(EmbeddingSection):
+class AnswerSection(EmbeddingSection):
+    """The model that answers from the retrieved chunks, and when it is not asked at all."""
+
+    model: str | None = Field(None, description="local model folder that answers from the hits (omit: search only)")
+    url: str | None = Field(None, description="or an OpenAI-compatible API base URL that answers")
+    served_model: str = Field("", description="model id at --url (default: the first one it lists)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key for --url")
+    program: str | None = Field(None, description="prompt program for the answer (its template gets `sources` and "
+                                "`question`; default: the built-in one that asks for [n] citations)")
+    min_score: float = Field(0.0, description="reply \"I don't know\" without asking the model when no chunk's "
+                             "cosine similarity to the question reaches this (0: always ask)")
+
+
+class RagQueryConfig(AnswerSection):
     index: str = Field(description="index folder built by `lmforge rag index`")
     query: list[str] = Field(description="question(s); each gets its own hits")
     k: int = Field(5, ge=1, description="hits per question")
@@ -46,13 +63,16 @@ class RagQueryConfig(EmbeddingSection):
                                  "another model is refused)")
 
 
-class RagEvalConfig(EmbeddingSection):
+class RagEvalConfig(AnswerSection):
     index: str = Field(description="index folder built by `lmforge rag index`")
-    questions: str = Field(description="jsonl of {question, doc_id} (or doc_ids: a list of gold documents)")
+    questions: str = Field(description="jsonl of {question, doc_id (or doc_ids), answer}; unanswerable questions "
+                           "say \"answerable\": false")
     k: int = Field(5, ge=1, description="cut-off for recall@k, MRR@k and nDCG@k")
     modes: list[Literal["hybrid", "bm25", "dense"]] = Field(
         ["hybrid", "bm25", "dense"], description="search modes to score side by side")
     embedder: str | None = Field(None, description="embedder folder (default: the one the index was built with)")
+    answer_mode: Literal["hybrid", "bm25", "dense"] = Field("hybrid", description="search mode behind the answers")
+    bootstrap_iters: int = Field(1000, ge=2, description="bootstrap resamples for the answers' 95% intervals")
 
 
 def run_index(cfg: RagIndexConfig) -> dict:
@@ -64,21 +84,44 @@ def run_index(cfg: RagIndexConfig) -> dict:
     return build_index(cfg.source, Path(cfg.index), embedder, cfg.chunk_tokens, cfg.overlap, name)
 
 
-def run_query(cfg: RagQueryConfig) -> list[list[dict]]:
+def run_query(cfg: RagQueryConfig) -> list[dict]:
+    """Each query's hits, and its answer when a model is given."""
     from lmforge.rag.index import Index, search
 
     index = Index(cfg.index)
-    embedder = None if cfg.mode == "bm25" else _embedder(index, cfg)
-    return [[hit.as_dict() for hit in search(index, embedder, query, cfg.k, cfg.mode)] for query in cfg.query]
+    embedder = None if cfg.mode == "bm25" and cfg.min_score == 0 else _embedder(index, cfg)
+    if cfg.model is None and cfg.url is None:
+        return [{"query": query, "hits": [hit.as_dict() for hit in search(index, embedder, query, cfg.k, cfg.mode)]}
+                for query in cfg.query]
+    answers = _answers(index, embedder, cfg, cfg.query, cfg.mode)
+    return [{"query": query, **answer.as_dict()} for query, answer in zip(cfg.query, answers)]
 
 
-def run_eval(cfg: RagEvalConfig) -> dict[str, dict]:
-    from lmforge.rag.evaluate import evaluate_retrieval, read_questions
+def run_eval(cfg: RagEvalConfig) -> dict:
+    """Retrieval metrics per search mode, and answer metrics when a model is given."""
+    from lmforge.rag.evaluate import answer_samples, answer_summary, evaluate_retrieval, read_questions
     from lmforge.rag.index import Index
 
     index = Index(cfg.index)
-    embedder = None if set(cfg.modes) == {"bm25"} else _embedder(index, cfg)
-    return evaluate_retrieval(index, embedder, read_questions(cfg.questions), cfg.k, list(dict.fromkeys(cfg.modes)))
+    questions = read_questions(cfg.questions)
+    answering = cfg.model is not None or cfg.url is not None
+    embedder = None if set(cfg.modes) == {"bm25"} and not answering else _embedder(index, cfg)
+    results = {"retrieval": evaluate_retrieval(index, embedder, questions, cfg.k, list(dict.fromkeys(cfg.modes)))}
+    if answering:
+        answers = _answers(index, embedder, cfg, [q["question"] for q in questions], cfg.answer_mode)
+        samples = answer_samples(questions, answers)
+        results["answers"] = answer_summary(samples, cfg.bootstrap_iters)
+        results["samples"] = samples
+    return results
+
+
+def _answers(index, embedder, cfg: AnswerSection, questions: list[str], mode: str):
+    from lmforge.clients import chat_model
+    from lmforge.rag.answer import answer_questions, load_rag_program
+
+    program = load_rag_program(cfg.program)
+    model = chat_model(cfg.model, cfg.url, cfg.served_model, cfg.device, cfg.api_key_env)
+    return answer_questions(index, embedder, model, questions, cfg.k, mode, cfg.min_score, program)
 
 
 def _embedder(index, cfg: RagQueryConfig | RagEvalConfig):

@@ -43,6 +43,14 @@ class ServeConfig(Section):
         "code edits); where they do not, the engine measures that drafting is slower and mostly stops; 4 is a good "
         "start (0 = off; ignored for sliding-window models)"
     )
+    rag: list[str] = Field(
+        default_factory=list, description="NAME=INDEX[:MODEL] serves a RAG model id NAME: it answers the user's last "
+        "message from the `lmforge rag index` folder INDEX through MODEL (a served id; default: the base model), "
+        "with [n] citations in the text and a `citations` field on the message")
+    rag_k: int = Field(5, ge=1, description="chunks a RAG model id retrieves per question")
+    rag_min_score: float = Field(0.0, description="a RAG model id replies \"I don't know\" without generating when "
+                                 "no chunk's cosine similarity to the question reaches this (0: always answer)")
+    rag_program: str | None = Field(None, description="prompt program for RAG answers (default: the built-in one)")
     trust_remote_code: bool = Field(False, description="run Python code shipped inside the model directory")
 
     @field_validator("adapter")

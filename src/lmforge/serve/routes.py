@@ -14,7 +14,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from lmforge.serve.server import APIError, Choice, Generation, Server, error_body, sse
-from lmforge.serve.tools import ContentDelta, ToolStreamParser, parse_tool_calls, tool_grammar
+from lmforge.serve.tools import ContentDelta, ToolStreamParser, tool_grammar
+from lmforge.toolcalls import parse_tool_calls
 
 MAX_EMBEDDING_TOKENS = 32768
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -46,6 +47,8 @@ def add_routes(app: FastAPI, server: Server, auth) -> None:
                  "parent": base if served.adapter else None} for model_id, served in server.served.items()]
         data += [{"id": model_id, "object": "model", "created": 0, "owned_by": "lmforge", "parent": None}
                  for model_id in server.embedders if model_id not in server.served]
+        data += [{"id": model_id, "object": "model", "created": 0, "owned_by": "lmforge", "parent": grounded.model_id}
+                 for model_id, grounded in server.grounded.items()]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", dependencies=[auth])
@@ -94,6 +97,10 @@ def _requested_grammar(body: ChatCompletionRequest, tools: list[dict] | None) ->
 
 
 async def chat_completion(server: Server, body: ChatCompletionRequest, http: Request):
+    if body.model in server.grounded:
+        from lmforge.serve.grounded import grounded_completion
+
+        return await grounded_completion(server, server.grounded[body.model], body, http)
     served = server.model_for(body.model)
     tools = [tool.model_dump() for tool in body.tools] if body.tools and body.tool_choice != "none" else None
     messages = [message.for_template() for message in body.messages]

@@ -167,6 +167,11 @@ class Server:
 
             name, path = embedding_model_id(cfg.embedding_model)
             self.embedders[name] = SentenceEmbedder(path, cfg.device, "float32")
+        self.grounded = {}
+        if cfg.rag:
+            from lmforge.serve.grounded import load_grounded
+
+            self.grounded = load_grounded(cfg.rag, self.served, cfg.device, cfg.rag_program)
 
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:

@@ -1,5 +1,5 @@
-"""Tool calls in model output: Hermes/Qwen2.5 `<tool_call>` blocks turned into OpenAI tool calls, from whole
-replies or streamed deltas, and llguidance grammars that force a model to call tools.
+"""Tool calls in streamed model output (whole replies are parsed by `lmforge.toolcalls`), and llguidance grammars
+that force a model to call tools.
 
 The block format is the one the built-in chat templates train on (`lmforge.templates`), and the grammar writes
 JSON with the same separators, so a forced call reads exactly like a trained one.
@@ -8,46 +8,12 @@ JSON with the same separators, so a forced call reads exactly like a trained one
 from __future__ import annotations
 
 import json
-import re
-import secrets
 from dataclasses import dataclass
 
-OPEN, CLOSE = "<tool_call>", "</tool_call>"
-_BLOCK = re.compile(f"{re.escape(OPEN)}(.*?)(?:{re.escape(CLOSE)}|\\Z)", re.DOTALL)
+from lmforge.toolcalls import CLOSE, OPEN, call_from_block
+
 _NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
 _TEMPLATE_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "lenient": True}
-
-
-def parse_tool_calls(text: str) -> tuple[str | None, list[dict]]:
-    """The text outside the tool-call blocks (None if blank) and the calls, in order. A block whose JSON is not a
-    call (invalid, or without a name) stays in the text as written. A last block left open (generation stopped
-    before `</tool_call>`) still counts if its JSON is complete."""
-    outside, calls, position = [], [], 0
-    for match in _BLOCK.finditer(text):
-        call = _call_from_block(match.group(1))
-        if call is not None:
-            outside.append(text[position : match.start()])
-            calls.append(call)
-            position = match.end()
-    outside.append(text[position:])
-    content = "".join(outside)
-    return (content if content.strip() else None), calls
-
-
-def _call_from_block(body: str) -> dict | None:
-    """An OpenAI tool call from a block's `{"name": ..., "arguments": {...}}`, or None if it is not one."""
-    try:
-        payload = json.loads(body)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("name"), str) or not payload["name"]:
-        return None
-    arguments = payload.get("arguments", {})
-    if not isinstance(arguments, dict):
-        return None
-    compact = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"))
-    return {"id": f"call_{secrets.token_hex(12)}", "type": "function",
-            "function": {"name": payload["name"], "arguments": compact}}
 
 
 @dataclass
@@ -115,7 +81,7 @@ class ToolStreamParser:
 
     def _end_block(self, body: str, closing: str, events: list) -> None:
         self._in_block = False
-        call = _call_from_block(body)
+        call = call_from_block(body)
         if call is None:
             self._text(OPEN + body + closing, events)
         else:

@@ -1,4 +1,5 @@
-"""Evaluation metrics: per-sample scores and corpus aggregates with bootstrap errors.
+"""Metrics in the core: per-sample scores and corpus aggregates with bootstrap errors, shared by eval tasks, prompt
+programs and RAG answers.
 
 Answers are compared after `answers.normalize_answer`. Token metrics split CJK text per character (Chinese has no
 spaces) and everything else into words (`answers.word_tokens`), so English and Chinese tasks are scored by the same

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from lmforge.eval.metrics import (
+from lmforge.metrics import (
     CHOICE_METRICS,
     GENERATE_METRICS,
     METRICS,

@@ -1,0 +1,177 @@
+"""`lmforge agent eval`: tool-call accuracy scored the way the Berkeley Function-Calling Leaderboard's AST checker
+scores it. A call is parsed, not compared as a string: the function name must match, every required parameter
+must be present, no unknown parameter may appear, and each value must equal one of the accepted values, with
+strings compared case- and punctuation-insensitively and numbers by value (an int where a float is expected
+counts). Parallel calls match in any order.
+
+A suite is JSONL, one case per line, in BFCL's `ground_truth` shape:
+
+    {"id": "sum-1", "category": "single", "question": "What is 17 * 23?", "tools": ["calculator"],
+     "ground_truth": [{"calculator": {"expression": ["17 * 23", "17*23"]}}]}
+
+`tools` are built-in names or OpenAI function specs. An accepted-values list holding "" marks an optional
+parameter. Categories: `single`, `multiple` (one right function among several), `parallel` (several calls in one
+reply), `irrelevant` (no tool fits: the right answer is no call; ground_truth is []) and `multi_turn` (`turns`:
+each with its `question`, `ground_truth` and the `results` the tools return, fed back before the next turn).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import permutations
+from pathlib import Path
+
+CATEGORIES = ("single", "multiple", "parallel", "irrelevant", "multi_turn")
+_STRING_NOISE = re.compile(r"[ ,./\-_*^'\"]")
+
+
+def read_suite(path: str | Path) -> list[dict]:
+    cases = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            case = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: invalid JSON ({err})") from None
+        problem = _problem(case)
+        if problem:
+            raise ValueError(f"{path}:{number}: {problem}")
+        cases.append(case)
+    if not cases:
+        raise ValueError(f"{path}: no cases")
+    return cases
+
+
+def _problem(case) -> str | None:
+    if not isinstance(case, dict):
+        return "each case must be a JSON object"
+    if case.get("category") not in CATEGORIES:
+        return f"category must be one of {', '.join(CATEGORIES)}"
+    if not isinstance(case.get("tools"), list) or not case["tools"]:
+        return "a case needs `tools` (built-in names or OpenAI function specs)"
+    turns = case.get("turns") if case["category"] == "multi_turn" else [case]
+    if not isinstance(turns, list) or not turns:
+        return "a multi_turn case needs `turns`"
+    for turn in turns:
+        if not isinstance(turn.get("question"), str) or not isinstance(turn.get("ground_truth"), list):
+            return "each turn needs `question` and `ground_truth` (a list; [] when no call is right)"
+        if case["category"] == "multi_turn" and len(turn.get("results", [])) != len(turn["ground_truth"]):
+            return "each multi_turn turn needs one `results` entry per ground-truth call"
+    return None
+
+
+def same_value(value, accepted) -> bool:
+    """BFCL's value check: numbers by value, strings without case, spaces and punctuation, lists and dicts
+    element by element."""
+    if isinstance(accepted, bool) or isinstance(value, bool):
+        return value is accepted
+    if isinstance(accepted, (int, float)):
+        return isinstance(value, (int, float)) and float(value) == float(accepted)
+    if isinstance(accepted, str):
+        return isinstance(value, str) and _STRING_NOISE.sub("", value.lower()) == _STRING_NOISE.sub("", accepted.lower())
+    if isinstance(accepted, list):
+        return isinstance(value, list) and len(value) == len(accepted) and all(map(same_value, value, accepted))
+    if isinstance(accepted, dict):
+        return isinstance(value, dict) and value.keys() == accepted.keys() and all(
+            same_value(value[key], accepted[key]) for key in accepted)
+    return value == accepted
+
+
+def call_matches(call: dict, expected: dict) -> bool:
+    """One parsed call {"name", "arguments"} against one ground-truth entry {name: {param: [accepted...]}}."""
+    [(name, parameters)] = expected.items()
+    if call["name"] != name or not isinstance(call["arguments"], dict):
+        return False
+    arguments = call["arguments"]
+    if set(arguments) - set(parameters):
+        return False
+    for parameter, accepted in parameters.items():
+        if parameter not in arguments:
+            if "" not in accepted:
+                return False
+            continue
+        if not any(same_value(arguments[parameter], option) for option in accepted if option != ""):
+            return False
+    return True
+
+
+def calls_match(calls: list[dict], expected: list[dict]) -> bool:
+    """Every expected call matched by a distinct call, in any order, and no call left over."""
+    if len(calls) != len(expected):
+        return False
+    return any(all(call_matches(call, truth) for call, truth in zip(order, expected)) for order in permutations(calls))
+
+
+def parsed_calls(message: dict) -> list[dict]:
+    """The message's tool calls with their arguments parsed (unparseable arguments become None: no match)."""
+    calls = []
+    for call in message.get("tool_calls") or []:
+        arguments = call["function"]["arguments"]
+        try:
+            arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except json.JSONDecodeError:
+            arguments = None
+        calls.append({"name": call["function"]["name"], "arguments": arguments})
+    return calls
+
+
+def evaluate_suite(model, cases: list[dict], resolve_tools, decoding) -> list[dict]:
+    """One sample per case: the model's calls at each turn and whether all of them were right.
+
+    Single-turn cases go to the model in one batch; each multi-turn case is played turn by turn, with the
+    ground-truth calls and their recorded results appended after each turn (the model is judged on every turn
+    from the right history, as BFCL does).
+    """
+    samples: list[dict | None] = [None] * len(cases)
+    single = [i for i, case in enumerate(cases) if case["category"] != "multi_turn"]
+    specs = {i: [t.spec if hasattr(t, "spec") else t for t in resolve_tools(cases[i]["tools"])] for i in range(len(cases))}
+    replies = model.respond([[{"role": "user", "content": cases[i]["question"]}] for i in single],
+                            [specs[i] for i in single], decoding)
+    for i, reply in zip(single, replies):
+        calls = parsed_calls(reply)
+        samples[i] = _sample(cases[i], [calls], [calls_match(calls, cases[i]["ground_truth"])])
+    for i, case in enumerate(cases):
+        if case["category"] == "multi_turn":
+            samples[i] = _multi_turn(model, case, specs[i], decoding)
+    return samples
+
+
+def _multi_turn(model, case: dict, specs: list[dict], decoding) -> dict:
+    messages, turn_calls, right = [], [], []
+    for number, turn in enumerate(case["turns"]):
+        messages.append({"role": "user", "content": turn["question"]})
+        [reply] = model.respond([messages], [specs], decoding)
+        calls = parsed_calls(reply)
+        turn_calls.append(calls)
+        right.append(calls_match(calls, turn["ground_truth"]))
+        truth = [{"id": f"call_{number}_{k}", "type": "function",
+                  "function": {"name": name, "arguments": json.dumps({p: v[0] for p, v in params.items() if v[0] != ""})}}
+                 for k, entry in enumerate(turn["ground_truth"]) for name, params in entry.items()]
+        messages.append({"role": "assistant", "content": None, **({"tool_calls": truth} if truth else {})})
+        messages += [{"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
+                      "content": str(result)} for call, result in zip(truth, turn.get("results", []))]
+    return _sample(case, turn_calls, right)
+
+
+def _sample(case: dict, calls: list[list[dict]], right: list[bool]) -> dict:
+    return {"id": case.get("id"), "category": case["category"], "calls": calls, "turns_right": right,
+            "metrics": {"accuracy": float(all(right))}}
+
+
+def summary(samples: list[dict], iters: int = 1000) -> dict[str, dict]:
+    """Accuracy with a 95% bootstrap interval per category and over all cases."""
+    from lmforge.metrics import aggregate, bootstrap_interval
+
+    groups = {category: [s for s in samples if s["category"] == category] for category in CATEGORIES}
+    groups = {name: group for name, group in groups.items() if group} | {"overall": samples}
+    return {name: {"accuracy": aggregate("accuracy", group), "interval": bootstrap_interval("accuracy", group, iters),
+                   "n": len(group)} for name, group in groups.items()}
+
+
+def summary_table(rows: dict[str, dict]) -> str:
+    lines = ["| category | accuracy | 95% interval | n |", "|---|---|---|---|"]
+    lines += [f"| {name} | {row['accuracy']:.3f} | [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}] | {row['n']} |"
+              for name, row in rows.items()]
+    return "\n".join(lines)
