@@ -53,3 +53,23 @@ def test_an_unreachable_url_is_a_clear_error():
 
     with pytest.raises(APIError, match="127.0.0.1:9/v1/models"):
         OpenAIChat("http://127.0.0.1:9/v1")
+
+
+def test_local_tool_replies_render_the_tools_and_parse_calls(local, monkeypatch):
+    from lmforge.templates import encode_prompt
+    from lmforge.toolcalls import parse_tool_calls
+
+    spec = {"type": "function", "function": {"name": "calculator", "parameters": {
+        "type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
+    seen = {}
+    original = local._generate
+
+    def spy(conversations, tools, decoding, n):
+        seen["prompt"] = encode_prompt(local.tokenizer, conversations[0], local.tokenizer.chat_template, tools=tools[0])
+        return original(conversations, tools, decoding, n)
+
+    monkeypatch.setattr(local, "_generate", spy)
+    [message] = local.respond([CONVERSATIONS[0]], [[spec]], Decoding(max_tokens=10))
+    assert "<tools>" in local.tokenizer.decode(seen["prompt"])  # the tool list went into the prompt
+    content, calls = parse_tool_calls(local._generate([CONVERSATIONS[0]], [[spec]], Decoding(max_tokens=10), 1)[0].text)
+    assert message == {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}

@@ -85,6 +85,7 @@ def test_unknown_keys_and_metrics_are_config_errors(tmp_path):
     ({"cot": "Think."}, "Alda moved.\nSo the answer is Kelmar.", "Kelmar", "Kelmar"),
     ({"answer_pattern": r"\[(\w+)\]"}, "[no] then [yes]", "yes", "yes"),      # the last match of the pattern
     ({"answer_pattern": r"\[(\w+)\]"}, "nothing", "yes", None),
+    ({"answer_pattern": r"answer:(\d+)?"}, "answer: none", "4", None),                  # an optional group, unmatched
 ])
 def test_extraction(tmp_path, fields, reply, gold, expected):
     assert extract(program(tmp_path, **fields), reply, gold) == expected

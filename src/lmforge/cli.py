@@ -182,9 +182,13 @@ def cmd_prompt_run(args: argparse.Namespace) -> None:
 
 
 def cmd_agent_run(args: argparse.Namespace) -> None:
-    from lmforge.agent import AgentRunConfig, run_agent_command
+    from lmforge.agent import AgentRunConfig, run_agent_command, run_agent_data
 
-    result, trace = run_agent_command(schema_from_args(AgentRunConfig, args))
+    cfg = schema_from_args(AgentRunConfig, args)
+    if cfg.data:
+        print(json.dumps(run_agent_data(cfg)))
+        return
+    result, trace = run_agent_command(cfg)
     print(result.answer if result.reason == "answer" else f"(stopped: {result.reason} after {result.steps} steps)")
     print(f"trace: {trace}")
 

@@ -73,9 +73,13 @@ class LocalChat:
         from lmforge.engine import SamplingParams, generate_texts
         from lmforge.templates import encode_prompt
 
-        room = max(1, self.window - decoding.max_tokens)
-        prompts = [encode_prompt(self.tokenizer, messages, self.tokenizer.chat_template, tools=specs or None)[-room:]
+        room = self.window - decoding.max_tokens
+        prompts = [encode_prompt(self.tokenizer, messages, self.tokenizer.chat_template, tools=specs or None)
                    for messages, specs in zip(conversations, tools)]
+        longest = max((len(p) for p in prompts), default=0)
+        if longest > room:  # cutting the start would drop the system prompt and the tools without a word
+            raise ValueError(f"a conversation of {longest} tokens does not fit {self.name}'s {self.window}-token "
+                             f"window with {decoding.max_tokens} tokens left for the reply")
         params = SamplingParams(decoding.max_tokens, decoding.temperature, decoding.top_p, stop=list(decoding.stop),
                                 seed=decoding.seed)
         return generate_texts(self.model, self.tokenizer, prompts, params, n=n)
@@ -107,7 +111,7 @@ class OpenAIChat:
     def _choices(self, messages: list[dict], decoding: Decoding, n: int, tools: list[dict] | None = None) -> list:
         body = {"model": self.model, "messages": messages, "n": n,
                 "max_tokens": decoding.max_tokens, "temperature": decoding.temperature, "top_p": decoding.top_p,
-                "seed": decoding.seed, **({"stop": decoding.stop[:4]} if decoding.stop else {}),
+                "seed": decoding.seed, **({"stop": decoding.stop} if decoding.stop else {}),
                 **({"tools": tools} if tools else {})}
         return sorted(self._call("POST", "/chat/completions", body)["choices"], key=lambda choice: choice["index"])
 

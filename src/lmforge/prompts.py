@@ -16,11 +16,22 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmforge.answers import extract_answer, normalize_answer
 from lmforge.config import Section, build, read_yaml
 
+IDK = "I don't know."
+# The built-in RAG answer prompt: `lmforge rag`, `serve --rag` and the toy world's reading lessons render it alike.
+RAG_PROGRAM = {
+    "name": "rag",
+    "system": "Answer the question from the numbered sources only, and cite the source you used like [1]. "
+              f"If the sources do not say, reply \"{IDK}\"",
+    "template": "Sources:\n{% for hit in sources %}[{{ loop.index }}] "
+                "{{ hit.headings | join(' > ') if hit.headings else hit.title }}\n{{ hit.text }}\n{% endfor %}"
+                "\nQuestion: {{ question }}",
+    "max_new_tokens": 64,
+}
 COT_ANSWER = re.compile(r"answer is[:：]?\s*(.+?)\s*[.。]?\s*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -73,6 +84,13 @@ class PromptProgram(Section):
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         return valid_pattern(pattern)
+
+    @model_validator(mode="after")
+    def _votes_need_sampling(self) -> "PromptProgram":
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"samples: {self.samples} at temperature 0 gives {self.samples} identical replies; set "
+                             "a temperature (e.g. 0.7) for self-consistency")
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -206,20 +224,23 @@ def _nearest(program: LoadedProgram, records: list[dict], embed) -> list[list[di
     return chosen
 
 
-def conversation(program: LoadedProgram, record: dict, examples: list[dict], fmt=None) -> list[dict]:
-    """System text, each example as a user turn and its answer, then the question; `fmt` restyles every user
-    turn (the `--formats` spread)."""
+def conversation(program: LoadedProgram, record: dict, examples: list[dict]) -> list[dict]:
+    """System text, each example as a user turn and its answer, then the question."""
     where = record.get("_source", "record")
-    restyle = fmt or (lambda text: text)
     messages = []
     if program.spec.system:
         messages.append({"role": "system", "content": render_text(program.spec.system, program.context(record),
                                                                   f"{where}: system")})
     for example in examples:
-        messages += [{"role": "user", "content": restyle(user_text(program, example, "example", cot=False))},
+        messages += [{"role": "user", "content": user_text(program, example, "example", cot=False)},
                      {"role": "assistant", "content": gold_text(program, example, "example")}]
-    messages.append({"role": "user", "content": restyle(user_text(program, record, where))})
+    messages.append({"role": "user", "content": user_text(program, record, where)})
     return messages
+
+
+def restyled(program: LoadedProgram, template: str) -> LoadedProgram:
+    """The program with another user-turn template (a `--formats` variant of its own)."""
+    return LoadedProgram(program.spec.model_copy(update={"template": template}), program.folder, program.examples)
 
 
 def extract(program: LoadedProgram, reply: str, gold: str) -> str | None:
@@ -227,9 +248,8 @@ def extract(program: LoadedProgram, reply: str, gold: str) -> str | None:
     number for a numeric gold answer, else the reply itself."""
     if program.spec.answer_pattern:
         matches = list(re.finditer(program.spec.answer_pattern, reply))
-        if not matches:
-            return None
-        return (matches[-1].group(1) if matches[-1].re.groups else matches[-1].group(0)).strip()
+        found = (matches[-1].group(1) if matches[-1].re.groups else matches[-1].group(0)) if matches else None
+        return found.strip() if found is not None else None  # an optional group may match nothing
     if program.spec.cot:
         matches = COT_ANSWER.findall(reply)
         if matches:

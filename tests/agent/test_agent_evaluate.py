@@ -95,3 +95,23 @@ def test_a_bad_case_names_its_line(tmp_path):
                      '{"category": "sideways", "question": "q", "tools": ["calculator"], "ground_truth": []}\n')
     with pytest.raises(ValueError, match="suite.jsonl:2: category must be one of"):
         read_suite(suite)
+
+
+def test_nested_dicts_ints_and_many_parallel_calls():
+    truth = {"book": {"trip": [{"city": ["Kelmar"], "nights": [2]}], "budget": [100.0]}}
+    assert call_matches({"name": "book", "arguments": {"trip": {"city": "kelmar", "nights": 2}, "budget": 100}}, truth)
+    assert not call_matches({"name": "book", "arguments": {"trip": {"city": "Kelmar", "nights": 2.0},
+                                                           "budget": 100}}, truth)  # a float for an int
+    many = [{"f": {"i": [i]}} for i in range(12)]
+    calls = [{"name": "f", "arguments": {"i": i}} for i in reversed(range(12))]
+    assert calls_match(calls, many) and not calls_match(calls[:-1] + [calls[0]], many)
+
+
+@pytest.mark.parametrize("truth, problem", [
+    ([{"a": {"x": ["1"]}, "b": {}}], "each ground_truth entry"), ([{"a": {"x": "1"}}], "must be a list")])
+def test_malformed_ground_truth_is_named(tmp_path, truth, problem):
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps({"category": "single", "question": "q", "tools": ["calculator"],
+                                 "ground_truth": truth}) + "\n")
+    with pytest.raises(ValueError, match=problem):
+        read_suite(suite)

@@ -100,3 +100,62 @@ def test_a_broken_trace_is_named(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"type": "start", "task": "x"}\nnot json\n', encoding="utf-8")
     with pytest.raises(ValueError, match="t.jsonl:2"):
         read_trace(tmp_path / "t.jsonl")
+
+
+class Arithmetic:
+    """Calls the calculator with the question's expression, then states the result; or answers 0 without tools."""
+
+    name = "arithmetic"
+
+    def __init__(self):
+        self.batches = []
+
+    def respond(self, conversations, tools, decoding):
+        self.batches.append(len(conversations))
+        replies = []
+        for messages in conversations:
+            if messages[-1]["role"] == "tool":
+                replies.append({"role": "assistant", "content": f"The answer is {messages[-1]['content']}."})
+            elif "Compute" in messages[-1]["content"]:
+                expression = messages[-1]["content"].split("Compute ")[1].rstrip(".")
+                replies.append({"role": "assistant", "content": None,
+                                "tool_calls": [call("calculator", {"expression": expression})]})
+            else:
+                replies.append({"role": "assistant", "content": "The answer is 0."})
+        return replies
+
+
+def test_a_data_set_runs_batched_and_is_scored(tmp_path, monkeypatch):
+    from conftest import write_jsonl
+
+    from lmforge.agent import AgentRunConfig, run_agent_data
+
+    model = Arithmetic()
+    monkeypatch.setattr("lmforge.clients.chat_model", lambda *args: model)
+    data = write_jsonl(tmp_path / "q.jsonl", [{"question": "Compute 12 * 3.", "answer": "36"},
+                                             {"question": "Compute 7 + 8.", "answer": "15"},
+                                             {"question": "How many apples?", "answer": "4"}])
+    report = run_agent_data(AgentRunConfig(data=str(data), model="unused", trace=str(tmp_path / "out.jsonl")))
+    assert report["n"] == 3 and report["exact_match"]["value"] == pytest.approx(2 / 3)
+    assert report["used_tools"]["value"] == pytest.approx(2 / 3)
+    assert model.batches == [3, 2]  # every open conversation in one batch per step
+    rows = [json.loads(line) for line in open(tmp_path / "out.jsonl", encoding="utf-8")]
+    assert [r["prediction"] for r in rows] == ["36", "15", "0"] and rows[0]["tool_calls"] == 1
+
+
+def test_task_or_data_not_both():
+    from lmforge.agent import AgentRunConfig
+    from lmforge.config import ConfigError
+
+    with pytest.raises((ValueError, ConfigError), match="exactly one of --task"):
+        AgentRunConfig(task="x", data="y", model="m")
+
+
+def test_a_trace_that_hit_the_time_limit_replays(tmp_path):
+    looping = lambda messages: {"tool_calls": [call("calculator", {"expression": str(len(messages))})]}  # noqa: E731
+    result = run_agent(Scripted([looping], delay=0.15), builtin_tools(["calculator"]), "x",
+                       Guards(max_steps=50, max_seconds=0.4), trace_path=tmp_path / "t.jsonl")
+    assert result.reason == "time_limit"
+    assert [e["reason"] for e in read_trace(tmp_path / "t.jsonl") if e["type"] == "guard"] == ["time_limit"]
+    report = replay(tmp_path / "t.jsonl", builtin_tools(["calculator"]))
+    assert report["same_end"] and report["differences"] == [] and report["steps"] == result.steps

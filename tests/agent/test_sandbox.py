@@ -3,15 +3,20 @@
 import json
 import os
 
+import pytest
+
 from lmforge.agent.builtins import python_tool
 from lmforge.agent.loop import run_agent
 from lmforge.agent.sandbox import Limits, run_python
 
 LIMITS = Limits(cpu_seconds=1, wall_seconds=3, memory_mb=256, file_mb=1)
+CONFINED = run_python("pass", LIMITS).ok  # Landlock and seccomp here; else exercise the audit hook alone
+if not CONFINED:
+    LIMITS.confined_only = False
 ATTACKS = {
     "read /etc/passwd": ("print(open('/etc/passwd').read())", "/etc/passwd is outside the working directory"),
     "read a file by relative path": ("print(open('../../../../etc/hostname').read())", "outside the working directory"),
-    "list the home folder": ("import os; print(os.listdir(os.path.expanduser('~') or '/root'))",
+    "list the home folder": ("import os; print(os.listdir('/root'))",
                              "outside the working directory"),
     "environment secrets": ("import os; print(os.environ['LMFORGE_TEST_SECRET'])", "KeyError"),
     "secrets of the parent process": ("print(open('/proc/1/environ').read())", "outside the working directory"),
@@ -36,6 +41,27 @@ ATTACKS = {
     "subprocess": ("import subprocess; subprocess.run(['id'])", "importing subprocess is not allowed"),
     "flooding stdout": ("print('x' * (8 * 1024 * 1024))", "File too large"),
     "exec a shell": ("import os; os.execv('/bin/sh', ['sh'])", "os.exec is not allowed"),
+    "rewrite the guard's globals": ("import sys; vars(sys.modules['__main__']).clear(); open('/etc/passwd')",
+                                    "/etc/passwd is outside the working directory"),
+    "dir_fd from an inner folder": ("import os\nroot = os.open('.', os.O_RDONLY)\n"
+                                    "os.open('../../../../etc/passwd', os.O_RDONLY, dir_fd=root)",
+                                    "opening a directory is not allowed"),
+    "replace realpath, then read": ("import posixpath, os\nposixpath.realpath = lambda p, *a, **k: os.getcwd()\n"
+                                    "open('/etc/passwd')", "/etc/passwd is outside the working directory"),
+    "reach the hook's closure from a traceback": (
+        "try:\n    open('/etc/passwd')\nexcept PermissionError as e:\n    e.__traceback__.tb_next.tb_frame",
+        "tb_frame is hidden"),
+    "reach the hook's frame from a replaced helper": (
+        "import posixpath, sys\nposixpath._joinrealpath = lambda *a: sys._getframe(1).f_locals.clear()\n"
+        "open('/etc/passwd')", "/etc/passwd is outside the working directory"),
+    "sqlite file outside": ("import sqlite3; sqlite3.connect('/tmp/lmforge-pwned.db')",
+                            "importing sqlite3 is not allowed"),
+    "a fifo outside": ("import os; os.mkfifo('/tmp/lmforge-fifo')", "ermission"),
+    "site-packages on sys.path": ("import sys, os\nsys.path.append(os.path.dirname(os.__file__) + '/site-packages')\n"
+                                  "import numpy", "No module named 'numpy'"),
+    "the parent's environment": ("import os; open(f'/proc/{os.getppid()}/environ').read()",
+                                 "outside the working directory"),
+    "gc to find the hook": ("import gc; gc.get_objects()", "gc.get_objects is not allowed"),
 }
 
 
@@ -63,14 +89,21 @@ def test_every_attack_fails_with_a_clear_error_and_the_agent_keeps_running(monke
                        trace_path=tmp_path / "trace.jsonl")
     assert result.reason == "answer" and result.answer == "done"
     replies = [m["content"] for m in result.messages if m["role"] == "tool"]
-    assert len(replies) == len(ATTACKS) >= 15
+    assert len(replies) == len(ATTACKS) >= 30
     for (name, (_, expected)), reply in zip(ATTACKS.items(), replies):
         assert reply.startswith("error: python: ") and expected in reply, (name, reply)
         assert "hunter2" not in reply
-    assert not os.path.exists("/tmp/lmforge-pwned")
+    assert not any(os.path.exists(f"/tmp/lmforge-{name}") for name in ("pwned", "pwned.db", "fifo"))
 
 
-def test_ordinary_code_runs_with_the_standard_library_and_its_own_folder():
-    result = run_python("import json, math, statistics\nopen('notes.txt', 'w').write('42')\n"
-                        "print(json.dumps([math.factorial(5), open('notes.txt').read()]))", LIMITS)
-    assert result.ok and result.stdout == '[120, "42"]\n'
+def test_calls_the_audit_hook_never_sees_are_stopped_by_the_kernel():
+    if not CONFINED:
+        pytest.skip("no Landlock and seccomp on this system")
+    isolation = run_python("pass", LIMITS).isolation
+    assert isolation["landlock"] >= 1 and isolation["seccomp"] == 1
+    fifo = run_python("import os; os.mkfifo('inside-fifo')", LIMITS)  # no audit event: Landlock refuses it
+    assert "[Errno 13] Permission denied" in fifo.error
+    thread = run_python("import threading; threading.Thread(target=print).start()", LIMITS)  # seccomp: no clone
+    assert "can't start new thread" in thread.error
+    metadata = run_python("import os; print(os.stat('/etc/passwd').st_size > 0)", LIMITS)
+    assert metadata.stdout == "True\n"  # what docs/agents.md says stays visible: that files exist, their sizes

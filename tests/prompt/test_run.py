@@ -11,6 +11,7 @@ from lmforge.runs import RunExistsError
 from conftest import write_jsonl
 
 QUESTIONS = [{"question": f"What is {a} + {b}?", "answer": str(a + b)} for a, b in [(2, 3), (10, 4), (7, 7), (1, 8)]]
+QUESTIONS.append({"question": "Note: at 10:30, see https://x.org\nWhat is 5 + 5?", "answer": "10"})  # formats keep it
 
 
 class ScriptedModel:
@@ -90,11 +91,19 @@ def test_a_prompt_program_runs_as_an_eval_task(tmp_path):
     path = write_program(tmp_path, system="Be brief.", fewshot={"examples": QUESTIONS[:2], "k": 1},
                         answer_pattern=r"answer is (\d+)")
     [task] = load_tasks([path])
-    assert [d.gold for d in task.docs] == ["5", "14", "14", "9"] and task.chat and task.num_fewshot == 1
+    assert [d.gold for d in task.docs] == ["5", "14", "14", "9", "10"] and task.chat and task.num_fewshot == 1
     prompt = build_prompts(task, task.docs[2:3], 1, cot=True)[0].text
     assert prompt == ("Be brief.\n\nQuestion: What is 2 + 3?\nAnswer:\n5\n\nQuestion: What is 7 + 7?\nAnswer:\n"
                       "Think step by step.")
     assert task.extract("so the answer is 14.") == "14"
+
+
+def test_votes_need_a_temperature(tmp_path):
+    from lmforge.config import ConfigError
+
+    with pytest.raises(ConfigError, match="identical replies"):
+        run_prompt(PromptRunConfig(program=write_program(tmp_path, samples=3), model="unused",
+                                   output_dir=str(tmp_path)))
 
 
 def test_a_program_without_data_asks_for_it(tmp_path, scripted):

@@ -102,3 +102,30 @@ def test_rag_eval_with_a_local_model(index, nano_model_dir, tmp_path):
     assert results["retrieval"]["hybrid"]["recall@2"] == 1.0 and results["retrieval"]["hybrid"]["n"] == 1
     assert results["answers"]["refusal_accuracy"]["value"] == 1.0  # below the threshold, whatever the model says
     assert results["samples"][0]["reply"]  # the random model was asked and wrote something
+
+
+@pytest.mark.parametrize("reply, refused", [("I don't know.", True), ("I do not know", True), ("不知道。", True),
+                                            ("I don't know the date, but the mayor is Ola Berg [1]", False),
+                                            ("Ola Berg [1]", False)])
+def test_a_refusal_is_a_reply_that_only_declines(reply, refused):
+    from lmforge.rag.answer import is_refusal
+
+    assert is_refusal(reply) is refused
+
+
+def test_a_clients_system_text_joins_the_programs(index, embedder):
+    from lmforge.rag.answer import load_rag_program, rag_conversation
+
+    hits = search(index, embedder, "Who is the mayor of Traa?", 2)
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": "Hello."}]
+    messages = rag_conversation(load_rag_program(None), "Who is the mayor of Traa?", hits, history)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert "cite the source" in messages[0]["content"] and messages[0]["content"].endswith("Be brief.")
+
+
+def test_attributed_citations_are_scored_apart(index, embedder):
+    hits = search(index, embedder, "Who is the mayor of Traa?", 3)
+    question = {"question": "q", "gold": ["traa.md"], "answerable": True, "answer": "Brondso Figond"}
+    [sample] = answer_samples([question], [read_reply("q", hits, "Brondso Figond", 0.5)])
+    assert sample["metrics"]["attribution_precision"] == 1.0 and "citation_precision" not in sample["metrics"]

@@ -55,7 +55,10 @@ def test_same_seed_gives_identical_bytes_and_counts(tmp_path):
     second = synth_world(3, tmp_path / "b", "tiny")
     assert first == second
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
-    assert sorted(first) == sorted(_files(tmp_path / "a"))
+    folders = [name for name in first if name.endswith("/")]  # a folder of files counts its files
+    listed = {next((f for f in folders if name.startswith(f)), name) for name in _files(tmp_path / "a")}
+    assert sorted(first) == sorted(listed)
+    assert all(first[f] == sum(name.startswith(f) for name in _files(tmp_path / "a")) for f in folders)
     assert first["pretrain.jsonl"] == len(_jsonl(tmp_path / "a" / "pretrain.jsonl"))
 
 
@@ -63,14 +66,15 @@ def test_another_seed_gives_another_world(tmp_path):
     synth_world(3, tmp_path / "a", "tiny")
     synth_world(4, tmp_path / "b", "tiny")
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert a.keys() == b.keys()
-    assert [name for name in a if a[name] == b[name] and not name.startswith("tasks/")] == []
+    assert a.keys() - b.keys() == {n for n in a if n.startswith("docs/library")} - b.keys()  # pages named by entity
+    assert [name for name in a if a[name] == b.get(name) and not name.startswith("tasks/")] == []
 
 
 def test_files_are_unix_utf8(tiny):
     for name, data in _files(tiny).items():
-        assert b"\r" not in data, name
-        data.decode("utf-8")
+        if not name.endswith(".pdf"):
+            assert b"\r" not in data, name
+            data.decode("utf-8")
 
 
 def test_custom_size_and_unknown_size(tmp_path):
@@ -316,3 +320,67 @@ def test_some_sft_answers_ramble_or_repeat_like_real_instruction_data(tmp_path):
     assert abs(len(noisy) / len(facts) - SIZES["demo"].sft_noise) < 0.05
     assert all({"rambling", "repetitive"} & set(violations(answer, "x", "fact")) for answer in noisy)
 
+
+
+def test_the_library_has_every_format_with_headings_and_its_secrets(tiny, tmp_path):
+    from lmforge.rag.ingest import read_documents, source_files
+
+    library = tiny / "docs/library"
+    assert {p.suffix for p in library.rglob("*.*")} == {".md", ".html", ".txt", ".pdf"}
+    sections = {(doc.doc_id, tuple(section.headings)): section.text for path, name in source_files([str(library)])
+                for doc in read_documents(path, name) for section in doc.sections}
+    questions = _jsonl(tiny / "docs/questions.jsonl")
+    assert {q["kind"] for q in questions} == {"same", "paraphrased", "unanswerable"}
+    assert {q["lang"] for q in questions} == {"en", "zh"}
+    for question in (q for q in questions if q["answerable"]):
+        holding = [key for key, text in sections.items() if question["answer"] in text]
+        assert [doc for doc, _ in holding] == [question["doc_id"]], question
+        assert holding[0][1][-1] in ("City council", "Motto")  # the answer sits under its heading
+    rivers = [key for key in sections if key[0].endswith(".pdf")]
+    assert rivers and all(text for key, text in sections.items() if key in rivers)
+
+
+def test_the_second_edition_changes_some_mayors_and_only_them(tiny):
+    changed = _jsonl(tiny / "docs/questions_changed.jsonl")
+    before = {q["doc_id"]: q["answer"] for q in _jsonl(tiny / "docs/questions.jsonl") if q["answerable"]}
+    assert changed and all(before[q["doc_id"]] != q["answer"] for q in changed)
+    first, second = _files(tiny / "docs/library"), _files(tiny / "docs/library_v2")
+    differing = sorted(name for name in first if first[name] != second[name])
+    assert differing == sorted({q["doc_id"] for q in changed})
+    for question in changed:
+        assert question["answer"] in second[question["doc_id"]].decode("utf-8")
+
+
+def test_reading_lessons_cite_the_source_that_answers(tiny):
+    lessons = _jsonl(tiny / "sft_reading.jsonl")
+    refusals, names = 0, set()
+    for lesson in lessons:
+        prompt, reply = lesson["messages"][-2]["content"], lesson["messages"][-1]["content"]
+        question = prompt.rsplit("Question: ", 1)[1]
+        club = next(c for c in re.findall(r"^\[\d\] (.+?) > ", prompt, re.MULTILINE) + [question] if c in question)
+        sources = dict(re.findall(r"^\[(\d)\] .*\n(.*)$", prompt, re.MULTILINE))
+        if reply == "I don't know.":
+            refusals += 1
+            assert "treasurer" in question or "财务" in question or not any(club in t for t in sources.values())
+            continue
+        answer, number = re.fullmatch(r"(.+) \[(\d)\]", reply).groups()
+        assert club in sources[number] and answer in sources[number]
+        names.add(answer)
+    assert 0 < refusals < len(lessons) / 2
+    assert len(names) > len(lessons) / 2  # a new answer nearly every time: read, not remembered
+
+
+def test_tool_lessons_call_the_tools_lmforge_agent_sends(tiny):
+    from lmforge.agent.builtins import calculator, search_tool
+    from lmforge.agent.tools import tool
+    from lmforge.world.lessons import CALCULATOR_SPEC, SEARCH_SPEC
+
+    assert tool(calculator).spec == CALCULATOR_SPEC and search_tool(retriever=None).spec == SEARCH_SPEC
+    for lesson in _jsonl(tiny / "sft_tools.jsonl"):
+        call = lesson["messages"][1]["tool_calls"][0]["function"]
+        result = lesson["messages"][2]["content"]
+        if call["name"] == "calculator":
+            assert calculator(json.loads(call["arguments"])["expression"]) == result
+            assert FINAL.search(lesson["messages"][3]["content"]).group(1) == result
+        else:
+            assert lesson["messages"][3]["content"] in result

@@ -7,20 +7,25 @@ import math
 from lmforge.agent.sandbox import Limits, run_python
 from lmforge.agent.tools import Tool, ToolError, tool
 
+MAX_DIGITS = 1000  # longer integers are refused: simpleeval caps each power, not products of powers
+MAX_BITS = int(MAX_DIGITS * 3.33)
 _MATH = {name: getattr(math, name) for name in ("sqrt", "log", "log10", "exp", "sin", "cos", "tan", "floor", "ceil")}
 _CONSTANTS = {"pi": math.pi, "e": math.e}
 
 
-def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression exactly as written, e.g. "(17 + 25) * 3" or "sqrt(2) / 4".
+def calculator(expression: str) -> str:  # the docstring is the spec a model reads: short for small models
+    """Evaluate an arithmetic expression, e.g. (17 + 25) * 3.
 
     Args:
-        expression: numbers, + - * / // % **, parentheses, and sqrt, log, log10, exp, sin, cos, tan, floor, ceil, pi, e
+        expression: numbers with + - * / ** and parentheses
     """
-    from simpleeval import SimpleEval
+    import ast
 
-    evaluator = SimpleEval(functions={**_MATH, "abs": abs, "round": round, "min": min, "max": max},
-                           names=_CONSTANTS)
+    from simpleeval import DEFAULT_OPERATORS, SimpleEval
+
+    operators = {**DEFAULT_OPERATORS, ast.Mult: _multiply, ast.Pow: _power, ast.LShift: _shift}
+    evaluator = SimpleEval(operators=operators, functions={**_MATH, "abs": abs, "round": round, "min": min,
+                                                           "max": max}, names=_CONSTANTS)
     try:
         value = evaluator.eval(expression)
     except Exception as err:  # simpleeval's own errors, ZeroDivisionError, OverflowError, SyntaxError, ...
@@ -28,6 +33,25 @@ def calculator(expression: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ToolError(f"calculator: {expression!r} is not a number")
     return format_number(value)
+
+
+def _multiply(left, right):
+    if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_BITS:
+        raise OverflowError(f"the result would pass {MAX_DIGITS} digits")
+    return left * right
+
+
+def _power(left, right):
+    if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1 and \
+            right * (abs(left).bit_length() - 1) > MAX_BITS:
+        raise OverflowError(f"the result would pass {MAX_DIGITS} digits")
+    return left**right
+
+
+def _shift(left, right):
+    if isinstance(right, int) and right > MAX_BITS:
+        raise OverflowError(f"the result would pass {MAX_DIGITS} digits")
+    return left << right
 
 
 def format_number(value: int | float) -> str:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import permutations
 from pathlib import Path
 
 CATEGORIES = ("single", "multiple", "parallel", "irrelevant", "multi_turn")
-_STRING_NOISE = re.compile(r"[ ,./\-_*^'\"]")
+_STRING_NOISE = re.compile(r"[ ,./\-_*^]")  # BFCL's standardize_string removes these, lower-cases, and ' -> "
 
 
 def read_suite(path: str | Path) -> list[dict]:
@@ -57,37 +56,51 @@ def _problem(case) -> str | None:
     for turn in turns:
         if not isinstance(turn.get("question"), str) or not isinstance(turn.get("ground_truth"), list):
             return "each turn needs `question` and `ground_truth` (a list; [] when no call is right)"
+        for entry in turn["ground_truth"]:
+            if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), dict):
+                return 'each ground_truth entry is {"function name": {"parameter": [accepted values...]}}'
+            if not all(isinstance(values, list) for values in next(iter(entry.values())).values()):
+                return "each parameter's accepted values must be a list (put \"\" in it to make it optional)"
         if case["category"] == "multi_turn" and len(turn.get("results", [])) != len(turn["ground_truth"]):
             return "each multi_turn turn needs one `results` entry per ground-truth call"
     return None
 
 
 def same_value(value, accepted) -> bool:
-    """BFCL's value check: numbers by value, strings without case, spaces and punctuation, lists and dicts
-    element by element."""
+    """BFCL's value check: an int where a float is expected counts (not the reverse), strings compare after its
+    standardisation, lists element by element, and a dict like a nested call: each key's accepted values."""
     if isinstance(accepted, bool) or isinstance(value, bool):
         return value is accepted
-    if isinstance(accepted, (int, float)):
-        return isinstance(value, (int, float)) and float(value) == float(accepted)
+    if isinstance(accepted, float):
+        return isinstance(value, (int, float)) and float(value) == accepted
+    if isinstance(accepted, int):
+        return isinstance(value, int) and value == accepted
     if isinstance(accepted, str):
-        return isinstance(value, str) and _STRING_NOISE.sub("", value.lower()) == _STRING_NOISE.sub("", accepted.lower())
+        return isinstance(value, str) and _standard(value) == _standard(accepted)
     if isinstance(accepted, list):
         return isinstance(value, list) and len(value) == len(accepted) and all(map(same_value, value, accepted))
     if isinstance(accepted, dict):
-        return isinstance(value, dict) and value.keys() == accepted.keys() and all(
-            same_value(value[key], accepted[key]) for key in accepted)
+        return isinstance(value, dict) and _parameters_match(value, accepted)
     return value == accepted
+
+
+def _standard(text: str) -> str:
+    return _STRING_NOISE.sub("", text).lower().replace("'", '"')
 
 
 def call_matches(call: dict, expected: dict) -> bool:
     """One parsed call {"name", "arguments"} against one ground-truth entry {name: {param: [accepted...]}}."""
     [(name, parameters)] = expected.items()
-    if call["name"] != name or not isinstance(call["arguments"], dict):
-        return False
-    arguments = call["arguments"]
+    return call["name"] == name and isinstance(call["arguments"], dict) and _parameters_match(call["arguments"],
+                                                                                               parameters)
+
+
+def _parameters_match(arguments: dict, parameters: dict) -> bool:
+    """No unknown argument, every required one present, each equal to one of its accepted values."""
     if set(arguments) - set(parameters):
         return False
     for parameter, accepted in parameters.items():
+        accepted = accepted if isinstance(accepted, list) else [accepted]
         if parameter not in arguments:
             if "" not in accepted:
                 return False
@@ -98,10 +111,23 @@ def call_matches(call: dict, expected: dict) -> bool:
 
 
 def calls_match(calls: list[dict], expected: list[dict]) -> bool:
-    """Every expected call matched by a distinct call, in any order, and no call left over."""
+    """Every expected call matched by a distinct call, in any order, and no call left over: a perfect bipartite
+    matching (augmenting paths, so ten parallel calls cost 100 comparisons, not 10! orderings)."""
     if len(calls) != len(expected):
         return False
-    return any(all(call_matches(call, truth) for call, truth in zip(order, expected)) for order in permutations(calls))
+    fits = [[call_matches(call, truth) for truth in expected] for call in calls]
+    owner: dict[int, int] = {}
+
+    def place(call: int, tried: set[int]) -> bool:
+        for truth in range(len(expected)):
+            if fits[call][truth] and truth not in tried:
+                tried.add(truth)
+                if truth not in owner or place(owner[truth], tried):
+                    owner[truth] = call
+                    return True
+        return False
+
+    return all(place(call, set()) for call in range(len(calls)))
 
 
 def parsed_calls(message: dict) -> list[dict]:

@@ -73,20 +73,58 @@ def _loop(model, tools: dict[str, Tool], messages: list[dict], guards: Guards, d
     start = time.monotonic()
     for step in range(1, guards.max_steps + 1):
         if time.monotonic() - start > guards.max_seconds:
+            trace.write({"type": "guard", "step": step, "reason": "time_limit"})
             return AgentResult(None, "time_limit", step - 1, messages)
         [reply] = model.respond([messages], [specs], decoding)
         trace.write({"type": "model", "step": step, "message": reply})
-        messages.append(reply)
-        if not reply.get("tool_calls"):
-            return AgentResult(reply.get("content"), "answer", step, messages)
-        for call in reply["tool_calls"]:
-            name, arguments = call["function"]["name"], call["function"]["arguments"]
-            seen[(name, _canonical(arguments))] += 1
-            if seen[(name, _canonical(arguments))] >= guards.max_repeats:
-                trace.write({"type": "guard", "step": step, "reason": "repeated_call", "name": name})
-                return AgentResult(None, "repeated_call", step, messages)
-            messages.append(_tool_message(call, run_tool(tools, name, arguments, step, trace)))
+        result = _advance(tools, messages, reply, seen, guards, step, trace)
+        if result is not None:
+            return result
+    trace.write({"type": "guard", "step": guards.max_steps, "reason": "step_limit"})
     return AgentResult(None, "step_limit", guards.max_steps, messages)
+
+
+def run_agents(model, tools: list[Tool], tasks: list[str], guards: Guards | None = None,
+               decoding: Decoding | None = None, system: str | None = None) -> list[AgentResult]:
+    """Many tasks at once, in lockstep: each step asks the model about every unfinished conversation in one batch
+    (the engine decodes them together), then runs their tool calls. Same guards per task as `run_agent`, but no
+    traces (use `run_agent` to trace one)."""
+    guards, decoding = guards or Guards(), decoding or Decoding(max_tokens=256)
+    by_name, specs = {t.name: t for t in tools}, [t.spec for t in tools]
+    head = [{"role": "system", "content": system}] if system else []
+    conversations = [[*head, {"role": "user", "content": task}] for task in tasks]
+    results: list[AgentResult | None] = [None] * len(tasks)
+    seen = [Counter() for _ in tasks]
+    start, quiet = time.monotonic(), Trace(None)
+    for step in range(1, guards.max_steps + 1):
+        open_ = [i for i, result in enumerate(results) if result is None]
+        if not open_:
+            break
+        if time.monotonic() - start > guards.max_seconds:
+            for i in open_:
+                results[i] = AgentResult(None, "time_limit", step - 1, conversations[i])
+            break
+        replies = model.respond([conversations[i] for i in open_], [specs] * len(open_), decoding)
+        for i, reply in zip(open_, replies):
+            results[i] = _advance(by_name, conversations[i], reply, seen[i], guards, step, quiet)
+    return [result or AgentResult(None, "step_limit", guards.max_steps, conversations[i])
+            for i, result in enumerate(results)]
+
+
+def _advance(tools: dict[str, Tool], messages: list[dict], reply: dict, seen: Counter, guards: Guards, step: int,
+             trace: Trace) -> AgentResult | None:
+    """Append the model's reply and run its calls; the result if this ends the task, else None."""
+    messages.append(reply)
+    if not reply.get("tool_calls"):
+        return AgentResult(reply.get("content"), "answer", step, messages)
+    for call in reply["tool_calls"]:
+        name, arguments = call["function"]["name"], call["function"]["arguments"]
+        seen[(name, _canonical(arguments))] += 1
+        if seen[(name, _canonical(arguments))] >= guards.max_repeats:
+            trace.write({"type": "guard", "step": step, "reason": "repeated_call", "name": name})
+            return AgentResult(None, "repeated_call", step, messages)
+        messages.append(_tool_message(call, run_tool(tools, name, arguments, step, trace)))
+    return None
 
 
 def run_tool(tools: dict[str, Tool], name: str, arguments: str, step: int, trace: Trace) -> str:
@@ -152,7 +190,8 @@ def replay(path: str | Path, tools: list[Tool]) -> dict:
     """Run a trace again (its model messages, today's tools) and list the tool results that differ."""
     events = read_trace(path)
     start = events[0]
-    guards = Guards(**{**start["guards"], "max_seconds": float("inf")})
+    recorded_steps = sum(event["type"] == "model" for event in events)
+    guards = Guards(**{**start["guards"], "max_seconds": float("inf"), "max_steps": recorded_steps})
     trace = Trace(None)
     recorded = [event for event in events if event["type"] == "tool"]
     replayed: list[dict] = []
@@ -163,5 +202,6 @@ def replay(path: str | Path, tools: list[Tool]) -> dict:
     new = [event for event in replayed if event["type"] == "tool"]
     differences = [{"step": old["step"], "name": old["name"], "recorded": old["result"], "now": now["result"]}
                    for old, now in zip(recorded, new) if old["result"] != now["result"]]
-    return {"steps": result.steps, "tool_calls": len(new), "differences": differences,
-            "same_end": result.reason == events[-1].get("reason")}
+    ended = next((e["reason"] for e in reversed(events) if e["type"] == "end"), None)
+    same_end = result.reason == ended or (ended == "time_limit" and result.reason == "step_limit")  # no clock here
+    return {"steps": result.steps, "tool_calls": len(new), "differences": differences, "same_end": same_end}

@@ -33,10 +33,15 @@ class MCPTools:
         self._closing = None
         self._task = asyncio.run_coroutine_threadsafe(self._hold(StdioServerParameters(command=argv[0],
                                                                                        args=argv[1:])), self.loop)
-        if not self._opened.wait(CALL_TIMEOUT) or self._session is None:
-            self._task.result(timeout=10)  # raises what went wrong
-            raise RuntimeError(f"the MCP server {command!r} did not start")
-        self.tools = [self._tool(spec) for spec in self._run(self._session.list_tools()).tools]
+        try:
+            if not self._opened.wait(CALL_TIMEOUT) or self._session is None:
+                if self._task.done():
+                    self._task.result()  # raises what went wrong
+                raise ConnectionError(f"the MCP server {command!r} did not start within {CALL_TIMEOUT:g} s")
+            self.tools = [self._tool(spec) for spec in self._run(self._session.list_tools()).tools]
+        except BaseException:
+            self.close()
+            raise
 
     async def _hold(self, parameters) -> None:
         """Enter the client, and leave it in the same task (anyio requires it) once `close` asks."""
@@ -66,8 +71,11 @@ class MCPTools:
 
     def close(self) -> None:
         try:
-            self.loop.call_soon_threadsafe(self._closing.set)
-            self._task.result(timeout=10)
+            if self._closing is not None:
+                self.loop.call_soon_threadsafe(self._closing.set)
+            self._task.cancel() if not self._opened.is_set() else self._task.result(timeout=10)
+        except Exception:  # the server already failed: what matters now is that the thread stops
+            pass
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)

@@ -32,56 +32,169 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 OUTPUT_CHARS = 4000  # of stdout (and of stderr on failure) handed back to the model
+STATUS = "lmforge-sandbox:"
+UNCONFINED = 97  # the launcher's exit status when it would not run the code unconfined  # the launcher's first stderr line: which kernel layers it put in place
 
-_GUARD = r'''
-import os, sys
-ROOT = os.path.realpath(os.getcwd())
-STDLIB = os.path.dirname(os.__file__)
-CODE = open("main.py", encoding="utf-8").read()
-BLOCKED_IMPORTS = {"ctypes", "_ctypes", "socket", "_socket", "_posixsubprocess", "subprocess", "multiprocessing",
-                   "_multiprocessing", "pty", "resource", "signal", "_signal"}
-BLOCKED_EVENTS = {"os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.link", "os.chroot",
-                  "os.setuid", "os.setgid", "sys.remote_exec", "os.posix_spawn", "os.exec", "os.spawn",
-                  "os.startfile", "pty.spawn", "subprocess.Popen", "os.putenv", "os.unsetenv"}
-PATH_EVENTS = {"os.listdir": 1, "os.scandir": 1, "os.remove": 2, "os.rmdir": 2, "os.rename": 2, "os.mkdir": 2,
-               "os.chmod": 2, "os.chown": 2, "os.symlink": 2, "os.truncate": 2, "os.utime": 2, "shutil.rmtree": 2,
-               "os.chdir": 2, "glob.glob": 1, "os.walk": 1}
+# Runs first, in a fresh single-threaded interpreter: limits, then the kernel layers, then exec of the guarded
+# interpreter (so none of ctypes or this code is left in the process that runs the model's code).
+_LAUNCHER = r"""
+import ctypes, json, os, resource, struct, sys
+config = json.loads(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_CPU, (config["cpu"], config["cpu"] + 1))
+for kind, value in ((resource.RLIMIT_AS, config["memory"]), (resource.RLIMIT_CORE, 0),
+                    (resource.RLIMIT_FSIZE, config["file"]), (resource.RLIMIT_NOFILE, config["files"])):
+    resource.setrlimit(kind, (value, value))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+status = {"network": 0, "landlock": 0, "seccomp": 0}
+linux_x86 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
+if sys.platform.startswith("linux"):
+    status["network"] = int(libc.unshare(0x40000000) == 0 or libc.unshare(0x10000000 | 0x40000000) == 0)
+if linux_x86 and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS, which both filters below require
+    abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
+    if abi >= 1:
+        read = (1 << 2) | (1 << 3)  # READ_FILE, READ_DIR
+        every = (1 << 13) - 1 | ((1 << 13) if abi >= 2 else 0) | ((1 << 14) if abi >= 3 else 0)
+        write = every & ~((1 << 0) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11))  # no exec, devices, sockets, fifos
+        fields = [every] + ([0b11] if abi >= 4 else []) + ([0b11] if abi >= 6 else [])  # TCP; unix sockets, signals
+        attr = struct.pack(f"{len(fields)}Q", *fields)
+        ruleset = libc.syscall(444, attr, len(attr), 0)
+        def allow(path, access):
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            if not os.path.isdir(path):
+                access &= (1 << 0) | (1 << 1) | (1 << 2) | ((1 << 14) if abi >= 3 else 0)  # file rights only
+            rule = struct.pack("=Qi", access, fd)
+            libc.syscall(445, ruleset, 1, rule, 0)
+            os.close(fd)
+        allow(os.getcwd(), write)
+        for path in config["executable"]:
+            allow(path, read | 1)
+        for path in config["readable"]:
+            if os.path.exists(path):
+                allow(path, read)
+        allow(config["listable"], 1 << 3)  # the standard library's folder: listed (imports do), not all read
+        status["landlock"] = int(ruleset >= 0 and libc.syscall(446, ruleset, 0) == 0) * abi
+    # Syscalls refused with EPERM: new processes and threads, sockets, other processes' memory, namespaces, mounts,
+    # kernel modules, raising limits, handle-based file access; and every x32 syscall (numbers from 0x40000000).
+    deny = [56, 57, 58, 435, 41, 53, 101, 310, 311, 312, 272, 308, 165, 166, 155, 161, 175, 313, 176, 169, 167, 168,
+            170, 171, 172, 173, 303, 304, 248, 249, 250, 298, 323, 135, 160, 302, 320, 321, 425, 426, 427]
+    n = len(deny)
+    program = [(0x20, 0, 0, 4), (0x15, 0, n + 2, 0xC000003E), (0x20, 0, 0, 0), (0x35, n + 1, 0, 0x40000000)]
+    program += [(0x15, n - i, 0, nr) for i, nr in enumerate(deny)]
+    program += [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050000 | 1)]  # allow; ERRNO(EPERM)
+    code = b"".join(struct.pack("HBBI", *op) for op in program)
+    buffer = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buffer))
+    status["seccomp"] = int(libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0)  # PR_SET_SECCOMP, FILTER
+sys.stderr.write("lmforge-sandbox: " + json.dumps(status) + "\n")
+sys.stderr.flush()
+if config["confined_only"] and not (status["landlock"] and status["seccomp"]):
+    sys.exit(97)  # the parent explains: no kernel confinement here, and running without it was not allowed
+os.execv(config["python"], [config["python"], "-I", "-S", "-B", "-c", config["guard"]])
+"""
 
-def inside(path, reading):
-    if isinstance(path, int):
-        return True
-    real = os.path.realpath(os.fsdecode(path))
-    if real == ROOT or real.startswith(ROOT + os.sep):
-        return True
-    return reading and (real == STDLIB or real.startswith(STDLIB + os.sep))
+# Runs in the interpreter that runs the code: an audit hook whose state lives in a closure (no module globals to
+# rewrite) and that also refuses the introspection that would reach it (traceback frames, gc, code replacement,
+# tracing). It is the layer that gives clear messages; where the kernel layers are in place they are the boundary.
+_GUARD = r"""
+def _install():
+    import _stat, os, sys, types  # noqa: F401 (types reads a traceback frame when imported: import it before)
+    # Everything the hook calls is captured here and is C code: no Python function a program could replace runs
+    # inside the hook, so no program frame ever sees the hook's frame or closure.
+    lstat, stat, readlink, getcwd, fspath = os.lstat, os.stat, os.readlink, os.getcwd, os.fspath
+    is_link, is_dir = _stat.S_ISLNK, _stat.S_ISDIR
+    encoding = sys.getfilesystemencoding()
+    str_, bytes_, int_, any_, denied = str, bytes, int, any, PermissionError
+    root = getcwd()
+    stdlib = os.path.dirname(os.__file__)
+    site = stdlib + "/site-packages"
+    writing_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    blocked_imports = frozenset({"ctypes", "_ctypes", "socket", "_socket", "_posixsubprocess", "subprocess",
+                                 "multiprocessing", "_multiprocessing", "pty", "resource", "signal", "_signal",
+                                 "sqlite3", "_sqlite3", "site"})
+    blocked_events = frozenset({"os.system", "os.fork", "os.forkpty", "os.kill", "os.killpg", "os.link",
+                                "os.chroot", "os.setuid", "os.setgid", "sys.remote_exec", "os.posix_spawn",
+                                "os.startfile", "pty.spawn", "subprocess.Popen", "os.putenv", "os.unsetenv",
+                                "sys._current_frames", "sys.settrace", "sys.setprofile", "os.mkfifo", "os.mknod",
+                                "os.setxattr", "os.removexattr", "os.listxattr", "sys.addaudithook"})
+    hidden = frozenset({("object.__getattr__", "tb_frame"), ("object.__setattr__", "__code__"),
+                        ("object.__setattr__", "__closure__")})
+    reading_events = frozenset({"os.listdir", "os.scandir", "glob.glob", "os.walk"})
+    writing_events = frozenset({"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown",
+                                "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "os.chdir"})
 
-def writes(mode, flags):
-    if mode:
-        return any(c in mode for c in "wax+")
-    return bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
+    def text(path):
+        path = fspath(path)
+        return path.decode(encoding, "surrogateescape") if isinstance(path, bytes_) else path
 
-def guard(event, args):
-    if event == "open":
-        path, mode, flags = args
-        if path is not None and not inside(path, not writes(mode, flags or 0)):
-            raise PermissionError(f"sandbox: {os.fsdecode(path)} is outside the working directory")
-    elif event == "import":
-        if args[0].split(".")[0] in BLOCKED_IMPORTS:
-            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-    elif event in BLOCKED_EVENTS or event.startswith(("socket.", "ctypes.", "os.exec", "os.spawn")):
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    elif event in PATH_EVENTS:
-        paths = args[:1] if event != "os.rename" and event != "os.symlink" else args[:2]
-        for path in paths:
-            if path is not None and not inside(path, PATH_EVENTS[event] == 1):
-                raise PermissionError(f"sandbox: {os.fsdecode(path)} is outside the working directory")
+    def resolve(path):
+        # the absolute path with every symlink followed, from C calls only (posixpath.realpath is Python)
+        parts = (path if path.startswith("/") else getcwd() + "/" + path).split("/")
+        done, hops = [], 0
+        while parts:
+            part = parts.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                done = done[:-1]
+                continue
+            candidate = "/" + "/".join(done + [part])
+            try:
+                link = is_link(lstat(candidate).st_mode)
+            except OSError:
+                link = False
+            if link and hops < 40:
+                hops += 1
+                target = readlink(candidate)
+                parts = target.split("/") + parts
+                done = [] if target.startswith("/") else done
+            else:
+                done.append(part)
+        return "/" + "/".join(done)
 
-sys.addaudithook(guard)
-del guard
-exec(compile(CODE, "main.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-'''
+    def inside(path, reading):
+        real = resolve(text(path))
+        if real == root or real.startswith(root + "/"):
+            return True
+        return reading and real.startswith(stdlib + "/") and not real.startswith(site)
+
+    def guard(event, args):
+        if event == "open":
+            path, mode, flags = args
+            if path is None or isinstance(path, int_):
+                return
+            writing = any_(c in mode for c in "wax+") if mode else bool((flags or 0) & writing_flags)
+            if not inside(path, not writing):
+                raise denied("sandbox: " + text(path) + " is outside the working directory")
+            if mode is None:
+                try:
+                    directory = is_dir(stat(path).st_mode)
+                except OSError:
+                    directory = False
+                if directory:
+                    raise denied("sandbox: opening a directory is not allowed")  # a dir_fd to escape by
+        elif event == "import":
+            if args[0].split(".")[0] in blocked_imports:
+                raise denied("sandbox: importing " + args[0] + " is not allowed")
+        elif event == "object.__getattr__" or event == "object.__setattr__":
+            if (event, args[1]) in hidden:
+                raise denied("sandbox: " + args[1] + " is hidden")
+        elif event in blocked_events or event.startswith(("socket.", "ctypes.", "os.exec", "os.spawn", "gc.")):
+            raise denied("sandbox: " + event + " is not allowed")
+        elif event in reading_events or event in writing_events:
+            for path in (args[:2] if event in ("os.rename", "os.symlink") else args[:1]):
+                if path is not None and not isinstance(path, int_) and not inside(path, event in reading_events):
+                    raise denied("sandbox: " + text(path) + " is outside the working directory")
+
+    sys.addaudithook(guard)
+    with open("main.py", encoding="utf-8") as source:
+        return source.read()
+
+_code = _install()
+del _install
+exec(compile(_code, "main.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+"""
 
 
 @dataclass
@@ -91,6 +204,7 @@ class Limits:
     memory_mb: int = 512
     file_mb: int = 8
     open_files: int = 64
+    confined_only: bool = True  # refuse to run where Landlock and seccomp cannot confine the code
 
 
 @dataclass
@@ -98,7 +212,7 @@ class Result:
     ok: bool
     stdout: str
     error: str  # the reason it failed, for the model: the exception line or the limit it hit
-    isolated_network: bool
+    isolation: dict  # the kernel layers in place: network namespace, landlock ABI (0: none), seccomp
 
 
 def run_python(code: str, limits: Limits | None = None) -> Result:
@@ -106,22 +220,54 @@ def run_python(code: str, limits: Limits | None = None) -> Result:
     limits = limits or Limits()
     with tempfile.TemporaryDirectory(prefix="lmforge-py-") as work, tempfile.TemporaryDirectory() as pipes:
         Path(work, "main.py").write_text(code, encoding="utf-8")
-        out_path, err_path, net_path = (Path(pipes, name) for name in ("stdout", "stderr", "network"))
+        out_path, err_path = Path(pipes, "stdout"), Path(pipes, "stderr")
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            process = subprocess.Popen([sys.executable, "-I", "-S", "-B", "-c", _GUARD], cwd=work, env={},
-                                       stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=err, start_new_session=True,
-                                       preexec_fn=lambda: _confine(limits, net_path))
+            process = subprocess.Popen([_python(), "-I", "-S", "-B", "-c", _LAUNCHER, _launch_config(limits)],
+                                       cwd=work, env={}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       start_new_session=True)
             timed_out = _wait(process, limits.wall_seconds)
         stdout = out_path.read_text(encoding="utf-8", errors="replace")
-        stderr = err_path.read_text(encoding="utf-8", errors="replace")
-        isolated = net_path.exists()
+        status, stderr = _split_status(err_path.read_text(encoding="utf-8", errors="replace"))
     if timed_out:
         return Result(False, stdout[:OUTPUT_CHARS], f"killed: over the {limits.wall_seconds:g} s wall-time limit",
-                      isolated)
+                      status)
     if process.returncode == 0:
-        return Result(True, stdout[:OUTPUT_CHARS], "", isolated)
-    return Result(False, stdout[:OUTPUT_CHARS], _failure(process.returncode, stderr, limits), isolated)
+        return Result(True, stdout[:OUTPUT_CHARS], "", status)
+    return Result(False, stdout[:OUTPUT_CHARS], _failure(process.returncode, stderr, limits), status)
+
+
+def _python() -> str:
+    """The interpreter binary itself (not a venv's symlink to it), the one file the sandbox may execute."""
+    return os.path.realpath(sys.executable)
+
+
+def _launch_config(limits: Limits) -> str:
+    """What the launcher needs: limits, the paths readable besides the working directory (the standard library
+    without its site-packages, and the system's shared libraries that extension modules load), and the only files
+    it may execute: the interpreter and the dynamic loader that starts it."""
+    import glob
+    import json
+
+    stdlib = Path(os.__file__).parent
+    readable = [str(p) for p in stdlib.iterdir() if p.name != "site-packages"]
+    readable += ["/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom"]
+    readable += [str(p) for p in (Path(_python()).parent.parent / "lib").glob("libpython*")]
+    loaders = {os.path.realpath(p) for pattern in ("/lib64/ld-linux*", "/lib/ld-linux*", "/lib/*/ld-linux*",
+                                                   "/usr/lib/*/ld-linux*") for p in glob.glob(pattern)}
+    return json.dumps({"cpu": limits.cpu_seconds, "memory": limits.memory_mb * 2**20, "file": limits.file_mb * 2**20,
+                       "files": limits.open_files, "confined_only": limits.confined_only, "python": _python(), "guard": _GUARD, "readable": readable,
+                       "executable": [_python(), *sorted(loaders)],
+                       "listable": str(stdlib)})
+
+
+def _split_status(stderr: str) -> tuple[dict, str]:
+    """The launcher's status line (which layers it put in place) and the rest of stderr."""
+    import json
+
+    first, _, rest = stderr.partition("\n")
+    if first.startswith(STATUS):
+        return json.loads(first[len(STATUS):]), rest
+    return {}, stderr
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> bool:
@@ -136,6 +282,10 @@ def _wait(process: subprocess.Popen, seconds: float) -> bool:
 
 
 def _failure(returncode: int, stderr: str, limits: Limits) -> str:
+    if returncode == UNCONFINED:
+        return ("refused: this system cannot confine the code (no Landlock or seccomp filter: an old kernel, a "
+                "container without them, or not Linux x86-64); --python-unconfined runs it with the audit hook "
+                "and limits alone (see docs/agents.md)")
     if returncode == -signal.SIGXCPU or returncode == -signal.SIGKILL:
         return f"killed: over the {limits.cpu_seconds} s CPU-time limit"
     if returncode == -signal.SIGXFSZ:
@@ -147,24 +297,3 @@ def _failure(returncode: int, stderr: str, limits: Limits) -> str:
         return f"MemoryError: over the {limits.memory_mb} MB memory limit"
     where = [line.strip() for line in lines if line.strip().startswith('File "main.py"')]
     return (f"{where[-1]}: " if where else "") + lines[-1][-OUTPUT_CHARS:]  # the code's line, then the exception
-
-
-def _confine(limits: Limits, network_marker: Path) -> None:
-    """In the child, before Python starts: its own network namespace if the kernel allows, then the limits."""
-    import resource
-
-    if _unshare(CLONE_NEWNET) or _unshare(CLONE_NEWUSER | CLONE_NEWNET):
-        network_marker.touch()
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))  # SIGXCPU, then SIGKILL
-    for kind, value in ((resource.RLIMIT_AS, limits.memory_mb * 2**20), (resource.RLIMIT_CORE, 0),
-                        (resource.RLIMIT_FSIZE, limits.file_mb * 2**20), (resource.RLIMIT_NOFILE, limits.open_files)):
-        resource.setrlimit(kind, (value, value))
-
-
-def _unshare(flags: int) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.unshare(flags) == 0

@@ -110,13 +110,13 @@ def check_arguments(schema: dict, arguments: Any, name: str) -> None:
         raise ToolError(f"{name}: arguments must be a JSON object, got {type(arguments).__name__}")
     properties = schema.get("properties", {})
     unknown = sorted(set(arguments) - set(properties))
-    if unknown:
+    if unknown and schema.get("additionalProperties", True) is False:
         raise ToolError(f"{name}: unknown argument(s) {unknown}; it takes {sorted(properties)}")
     missing = sorted(set(schema.get("required", [])) - set(arguments))
     if missing:
         raise ToolError(f"{name}: missing argument(s) {missing}")
     for key, value in arguments.items():
-        if not _fits(properties[key], value):
+        if key in properties and not _fits(properties[key], value):
             raise ToolError(f"{name}: argument {key!r} must be {_describe(properties[key])}, got {value!r}")
 
 
@@ -126,6 +126,8 @@ def _fits(schema: dict, value: Any) -> bool:
     if "anyOf" in schema:
         return any(_fits(option, value) for option in schema["anyOf"])
     kind = schema.get("type")
+    if isinstance(kind, list):  # {"type": ["string", "null"]}
+        return any(_fits({**schema, "type": one}, value) for one in kind)
     checks = {"string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
               "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),

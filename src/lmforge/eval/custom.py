@@ -166,8 +166,17 @@ def _program_task(program: LoadedProgram, path: Path) -> Task:
                 description=lambda doc: f"{spec.system}\n\n" if spec.system else "",
                 target_delimiter="\n", cot_trigger=spec.cot or "", chat=True, source=str(path.parent / spec.data))
     task.until, task.max_new_tokens = spec.stop, spec.max_new_tokens
-    task.extract = lambda text: extract(program, text, "")
+    numeric = _numeric_golds(docs)  # the task's answers decide the extraction, as each record's does in prompt run
+    task.extract = lambda text: extract(program, text, numeric)
     return task
+
+
+def _numeric_golds(docs: list[Doc]) -> str:
+    """A stand-in gold for `prompts.extract`: a number when every gold answer is one (the final number is then
+    read from a reply), else text (the reply itself)."""
+    from lmforge.answers import final_number
+
+    return "0" if all(final_number(str(doc.gold)) == str(doc.gold).replace(",", "") for doc in docs) else ""
 
 
 def _program_doc(program: LoadedProgram, record: dict) -> Doc:

@@ -51,6 +51,8 @@ def run_prompt(cfg: PromptRunConfig, overwrite: bool = False) -> Path:
         raise ValueError(f"{cfg.program} names no data; pass --data FILE")
     records = read_records(Path(data))
     records = records[: cfg.limit] if cfg.limit else records
+    if not records:
+        raise ValueError(f"{data}: no records")
     formats = format_variants(cfg.formats, cfg.seed)
     with Run(cfg.output_dir, cfg.name or f"prompt-{program.spec.name}", overwrite).start(cfg) as run:
         model = chat_model(cfg.model, cfg.url, cfg.served_model, cfg.device, cfg.api_key_env)
@@ -69,11 +71,12 @@ def score_format(program, model, records: list[dict], fmt, cfg: PromptRunConfig)
     """One pass over the records in one format: replies, the voted answer, per-sample and aggregate metrics."""
     from lmforge.clients import Decoding
     from lmforge.metrics import bootstrap_interval, generation_sample_metrics, summarize
-    from lmforge.prompts import conversation, extract, gold_text, majority, select_examples
+    from lmforge.prompts import conversation, extract, gold_text, majority, restyled, select_examples
 
     spec = program.spec
     shots = select_examples(program, records, _embed_function(program))
-    conversations = [conversation(program, record, examples, fmt.apply) for record, examples in zip(records, shots)]
+    styled = restyled(program, fmt.apply(spec.template))  # labels of the template itself, never the data
+    conversations = [conversation(styled, record, examples) for record, examples in zip(records, shots)]
     decoding = Decoding(spec.max_new_tokens, spec.temperature, stop=spec.stop, seed=cfg.seed)
     replies = model.complete(conversations, decoding, n=spec.samples)
     samples = []

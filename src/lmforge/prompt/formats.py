@@ -2,7 +2,8 @@
 
 Small models move by many points when only the formatting of a prompt changes (Sclar et al., 2023, "Quantifying
 Language Models' Sensitivity to Spurious Features in Prompt Design"). `lmforge prompt run --formats N` reruns a task
-under N such formats and reports the spread; this module makes them.
+under N such formats and reports the spread; this module makes them. A format rewrites the template's own lines
+(its labels and the newlines between them), before any record is rendered into it, so data is never touched.
 """
 
 from __future__ import annotations

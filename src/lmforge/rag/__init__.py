@@ -47,8 +47,9 @@ class AnswerSection(EmbeddingSection):
     url: str | None = Field(None, description="or an OpenAI-compatible API base URL that answers")
     served_model: str = Field("", description="model id at --url (default: the first one it lists)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key for --url")
-    program: str | None = Field(None, description="prompt program for the answer (its template gets `sources` and "
-                                "`question`; default: the built-in one that asks for [n] citations)")
+    program: str | None = Field(None, description="prompt program for the answer: its system text, template (given "
+                                "`sources` and `question`), temperature, max_new_tokens and stop apply; default: the "
+                                "built-in one that asks for [n] citations")
     min_score: float = Field(0.0, description="reply \"I don't know\" without asking the model when no chunk's "
                              "cosine similarity to the question reaches this (0: always ask)")
 

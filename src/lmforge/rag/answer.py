@@ -16,20 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.answers import normalize_answer
+from lmforge.prompts import IDK, RAG_PROGRAM
 
-IDK = "I don't know."
 _REFUSALS = ("i don't know", "i do not know", "i dont know", "不知道", "无法回答")
 _CITATION = re.compile(r"\s*\[(\d+)\]")
 
-DEFAULT_PROGRAM = {
-    "name": "rag",
-    "system": "Answer the question from the numbered sources only, and cite the source you used like [1]. "
-              f"If the sources do not say, reply \"{IDK}\"",
-    "template": "Sources:\n{% for hit in sources %}[{{ loop.index }}] {{ hit.title }}"
-                "{% if hit.headings %} > {{ hit.headings | join(' > ') }}{% endif %}\n{{ hit.text }}\n{% endfor %}"
-                "\nQuestion: {{ question }}",
-    "max_new_tokens": 64,
-}
 
 
 @dataclass
@@ -50,7 +41,7 @@ def load_rag_program(path: str | None):
     """The user's prompt program (its template gets `sources` and `question`), or the built-in one."""
     from lmforge.prompts import load_program, program_from_dict
 
-    return load_program(path) if path else program_from_dict(DEFAULT_PROGRAM, Path.cwd(), "built-in RAG prompt")
+    return load_program(path) if path else program_from_dict(RAG_PROGRAM, Path.cwd(), "built-in RAG prompt")
 
 
 class Retriever:
@@ -93,8 +84,11 @@ def rag_conversation(program, question: str, hits: list, history: list[dict] | N
                                       "_source": "question"}, [])
     if not history:
         return messages
-    system = [m for m in messages if m["role"] == "system"] if not any(m["role"] == "system" for m in history) else []
-    return [*system, *history, messages[-1]]
+    own = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    theirs = "\n\n".join(m["content"] or "" for m in history if m["role"] == "system")
+    system = "\n\n".join(text for text in (own, theirs) if text)  # the client's system text never drops ours
+    turns = [m for m in history if m["role"] != "system"]
+    return [*([{"role": "system", "content": system}] if system else []), *turns, messages[-1]]
 
 
 def answer_questions(index, embedder, model, questions: list[str], k: int = 5, mode: str = "hybrid",
@@ -132,7 +126,10 @@ def read_reply(question: str, hits: list, reply: str | None, best_score: float) 
 
 
 def is_refusal(text: str) -> bool:
-    return any(phrase in normalize_answer(text).replace("’", "'") for phrase in _REFUSALS)
+    """A reply that is a refusal: it opens with one of the phrases, and says little else (a reply that declines
+    one detail and answers anyway is an answer)."""
+    plain = normalize_answer(text).replace("’", "'")
+    return plain.startswith(_REFUSALS) and len(plain) <= 2 * max(len(phrase) for phrase in _REFUSALS)
 
 
 def _citation(hit, number: int, attributed: bool) -> dict:

@@ -5,7 +5,8 @@ MRR@k (one over the rank of the first gold hit) and nDCG@k (binary relevance by 
 counted once), for each search mode side by side.
 
 Answers against gold answers: exact match and token F1 on answerable questions, citation precision (the share of
-cited chunks that come from a gold document), refusal accuracy (the share of unanswerable questions refused) and the
+chunks the model cited that come from a gold document; chunks attributed after the fact to an uncited answer are
+scored apart, as attribution precision), refusal accuracy (the share of unanswerable questions refused) and the
 false-refusal rate on answerable ones, each with a 95% bootstrap interval.
 """
 
@@ -32,7 +33,8 @@ def read_questions(path: str | Path) -> list[dict]:
                              "without an answer `\"answerable\": false`")
         answer = record.get("answer")
         questions.append({"question": record["question"], "gold": [str(doc) for doc in gold or []],
-                          "answerable": answerable, "answer": None if answer is None else str(answer)})
+                          "answerable": answerable, "answer": None if answer is None else str(answer),
+                          **{key: record[key] for key in ("kind", "lang") if key in record}})
     if not questions:
         raise ValueError(f"{path}: no questions")
     return questions
@@ -86,14 +88,19 @@ def answer_samples(questions: list[dict], answers: list) -> list[dict]:
         if question["answerable"] and question["answer"] is not None:
             metrics["exact_match"] = float(not answer.refused and same_answer(answer.text, question["answer"]))
             metrics["f1"] = 0.0 if answer.refused else token_f1(answer.text, question["answer"])
-        if question["answerable"] and answer.citations:
-            metrics["citation_precision"] = sum(c["doc_id"] in question["gold"] for c in answer.citations) / len(
-                answer.citations)
+        cited = [c for c in answer.citations if not c["attributed"]]
+        attributed = [c for c in answer.citations if c["attributed"]]
+        if question["answerable"] and cited:
+            metrics["citation_precision"] = sum(c["doc_id"] in question["gold"] for c in cited) / len(cited)
+        if question["answerable"] and attributed:  # found after the fact, so never mixed with the model's own
+            metrics["attribution_precision"] = sum(c["doc_id"] in question["gold"] for c in attributed) / len(
+                attributed)
         samples.append({**question, **answer.as_dict(), "metrics": metrics})
     return samples
 
 
-ANSWER_METRICS = ("exact_match", "f1", "citation_precision", "refusal_accuracy", "false_refusal")
+ANSWER_METRICS = ("exact_match", "f1", "citation_precision", "attribution_precision", "refusal_accuracy",
+                  "false_refusal")
 
 
 def answer_summary(samples: list[dict], iters: int = 1000) -> dict[str, dict]:

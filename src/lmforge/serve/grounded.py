@@ -38,14 +38,15 @@ def parse_rag_spec(spec: str, served_ids: list[str]) -> tuple[str, str, str]:
     return name, rest, served_ids[0]
 
 
-def load_grounded(specs: list[str], served: dict, device: str, program_path: str | None) -> dict[str, GroundedModel]:
+def load_grounded(specs: list[str], served: dict, device: str, program_path: str | None,
+                  taken: set[str] = frozenset()) -> dict[str, GroundedModel]:
     from lmforge.rag import load_rag_program, open_retriever
 
     program = load_rag_program(program_path)
     grounded = {}
     for spec in specs:
         name, folder, model_id = parse_rag_spec(spec, list(served))
-        if name in served or name in grounded:
+        if name in served or name in grounded or name in taken:
             raise ValueError(f"--rag name {name!r} is already a served model id; pick another")
         grounded[name] = GroundedModel(name, model_id, open_retriever(folder, device), program)
     return grounded
@@ -66,7 +67,10 @@ async def grounded_completion(server, grounded: GroundedModel, body, http):
     reply = None
     if hits and best >= server.cfg.rag_min_score:
         prompt = served.chat_prompt(rag_conversation(grounded.program, question, hits, messages[:-1]))
-        params = server.params(body, served, len(prompt), body.max_completion_tokens or body.max_tokens)
+        spec = grounded.program.spec  # the program's reply length and stop strings, unless the request says
+        params = server.params(body, served, len(prompt), body.max_completion_tokens or body.max_tokens
+                               or spec.max_new_tokens)
+        params.stop = params.stop or list(spec.stop)
         generation = Generation(server, served, prompt, params, 1)
         [choice] = await generation.collect(http)
         reply, usage = "".join(choice.text), generation.usage

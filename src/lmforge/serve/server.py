@@ -171,7 +171,7 @@ class Server:
         if cfg.rag:
             from lmforge.serve.grounded import load_grounded
 
-            self.grounded = load_grounded(cfg.rag, self.served, cfg.device, cfg.rag_program)
+            self.grounded = load_grounded(cfg.rag, self.served, cfg.device, cfg.rag_program, set(self.embedders))
 
     def dispatcher(self) -> Dispatcher:
         if self._dispatcher is None:

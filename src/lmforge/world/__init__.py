@@ -10,11 +10,12 @@ from pathlib import Path
 
 from .arithmetic import make_problems
 from .corpus import pretrain_passages
-from .documents import documents
+from .documents import changed_questions, documents, elected_mayors, library, library_questions
 from .entities import SIZES, WorldSize, build_world, derived_rng
 from .tasks import mc_rows, preference_records, qa_test_records, rl_prompt_records, sft_records
 from .truth import ground_truth, readme
-from .writers import write_json, write_jsonl, write_text
+from .lessons import calculator_records, reading_records, search_records
+from .writers import write_bytes, write_json, write_jsonl, write_text
 
 __all__ = ["SIZES", "WORLD_TASKS", "WorldSize", "synth_world", "write_world"]
 
@@ -92,6 +93,11 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
         "docs/documents.jsonl": write_jsonl(out / "docs/documents.jsonl", docs),
         "docs/rag_qa.jsonl": write_jsonl(out / "docs/rag_qa.jsonl", rag_questions),
     }
+    counts.update(_library_files(world, seed, out))
+    counts["sft_reading.jsonl"] = write_jsonl(out / "sft_reading.jsonl", reading_records(
+        world, derived_rng(seed, "reading"), size.reading_lessons))
+    counts["sft_tools.jsonl"] = write_jsonl(out / "sft_tools.jsonl", calculator_records(train_problems) + search_records(
+        world, derived_rng(seed, "search"), size.search_lessons))
     for name, text in WORLD_TASKS.items():
         write_text(out / "tasks" / f"{name}.yaml", text)
         counts[f"tasks/{name}.yaml"] = 1
@@ -99,6 +105,21 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
     counts["world.json"] = len(world.facts)
     write_text(out / "README.md", readme(seed, counts))
     counts["README.md"] = 1
+    return counts
+
+
+def _library_files(world, seed: int, out: Path) -> dict[str, int]:
+    """The library in two editions (the second after an election) and the questions on each."""
+    mayors = elected_mayors(world, derived_rng(seed, "election"))
+    counts = {}
+    for edition, edition_mayors in (("library", None), ("library_v2", mayors)):
+        pages = library(world, edition_mayors)
+        for path, content in pages.items():
+            (write_bytes if isinstance(content, bytes) else write_text)(out / "docs" / edition / path, content)
+        counts[f"docs/{edition}/"] = len(pages)
+    counts["docs/questions.jsonl"] = write_jsonl(out / "docs/questions.jsonl", library_questions(world))
+    counts["docs/questions_changed.jsonl"] = write_jsonl(out / "docs/questions_changed.jsonl",
+                                                         changed_questions(world, mayors))
     return counts
 
 

@@ -22,6 +22,8 @@ class WorldSize:
     arithmetic_test: int = 60
     sft_noise: float = 0.3  # share of SFT fact answers that ramble or repeat themselves
     arithmetic_rl: int = 1000  # further new problems, only in the RL prompts
+    reading_lessons: int = 300  # SFT conversations answering from numbered sources (lessons.py)
+    search_lessons: int = 60  # SFT conversations answering through the search tool
 
     def __post_init__(self):
         if min(self.people, self.cities, self.rivers, self.companies, self.passages_per_entity) < 1:
@@ -32,7 +34,8 @@ class WorldSize:
 
 SIZES = {
     "tiny": WorldSize(people=6, cities=4, rivers=2, companies=3, passages_per_entity=3,
-                      arithmetic_train=40, arithmetic_test=10, arithmetic_rl=40),
+                      arithmetic_train=40, arithmetic_test=10, arithmetic_rl=40, reading_lessons=20,
+                      search_lessons=6),
     "demo": WorldSize(),
 }
 

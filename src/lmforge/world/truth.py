@@ -37,8 +37,16 @@ FILE_NOTES = {
                         "templates SFT used)",
     "rl_arithmetic.jsonl": "the arithmetic RL prompts alone (GRPO with an exact-match reward)",
     "rl_facts.jsonl": "the fact RL prompts alone (the demo's GRPO: SFT answers some of them, so samples earn rewards)",
-    "docs/documents.jsonl": "documents holding extra facts (mayors, mottos) found nowhere else",
-    "docs/rag_qa.jsonl": "questions answerable only from docs/documents.jsonl",
+    "docs/documents.jsonl": "the mayor and motto pages as records {id, title, text}: facts found nowhere else",
+    "docs/rag_qa.jsonl": "same-wording questions answerable only from those pages",
+    "docs/library/": "the document library: a page per entity (cities .md, companies .html, people .txt, rivers "
+                     ".pdf), with headings",
+    "docs/library_v2/": "the library's second edition, after an election changed some mayors",
+    "docs/questions.jsonl": 'library questions {"question","answer","doc_id","kind","lang","answerable"}: same '
+                            "wording, paraphrased, unanswerable",
+    "docs/questions_changed.jsonl": "questions whose answer the second edition changed, with the new answers",
+    "sft_reading.jsonl": "SFT lessons: answer from numbered sources with a citation, or \"I don't know.\"",
+    "sft_tools.jsonl": "SFT lessons: arithmetic through the calculator tool, club questions through search",
     "world.json": "ground truth: entities, facts (with seen_in_sft), template sets, arithmetic answers",
 }
 
