@@ -41,7 +41,8 @@ def test_unknown_recipe_lists_the_shipped_ones(capsys):
 
 
 @pytest.mark.parametrize("verb", ["train", "generate", "demo", "data synth-world", "tokenizer train", "eval", "analyze",
-                                  "compare", "sweep", "rag index", "rag query", "rag eval"])
+                                  "compare", "sweep", "rag index", "rag query", "rag eval", "prompt run", "agent run",
+                                  "agent eval", "agent replay", "agent mcp-server"])
 def test_every_verb_has_help(verb):
     assert run_cli(*verb.split(), "--help").returncode == 0
 

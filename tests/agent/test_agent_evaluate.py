@@ -108,7 +108,8 @@ def test_nested_dicts_ints_and_many_parallel_calls():
 
 
 @pytest.mark.parametrize("truth, problem", [
-    ([{"a": {"x": ["1"]}, "b": {}}], "each ground_truth entry"), ([{"a": {"x": "1"}}], "must be a list")])
+    ([{"a": {"x": ["1"]}, "b": {}}], "each ground_truth entry"), ([{"a": {"x": "1"}}], "must be a non-empty list"),
+    ([{"a": {"x": []}}], "must be a non-empty list")])
 def test_malformed_ground_truth_is_named(tmp_path, truth, problem):
     suite = tmp_path / "suite.jsonl"
     suite.write_text(json.dumps({"category": "single", "question": "q", "tools": ["calculator"],

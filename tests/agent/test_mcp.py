@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from lmforge.agent.mcp import MCPTools
+from lmforge.agent.sandbox import run_python
 from lmforge.agent.tools import ToolError
 
 
@@ -16,10 +17,11 @@ def test_a_round_trip_through_an_mcp_server_of_lmforge_tools():
         assert by_name["calculator"].parameters["required"] == ["expression"]
         assert "arithmetic" in by_name["calculator"].description
         assert by_name["calculator"]({"expression": "(17 + 25) * 3"}) == "126"
-        assert by_name["python"]({"code": "print(sum(range(5)))"}).strip() == "10"
+        if run_python("pass").ok:  # a system that confines the python tool (else it refuses, and says so)
+            assert by_name["python"]({"code": "print(sum(range(5)))"}).strip() == "10"
         with pytest.raises(ToolError, match="ZeroDivisionError"):
             by_name["calculator"]({"expression": "1 / 0"})
-        with pytest.raises(ToolError, match="outside the working directory"):
+        with pytest.raises(ToolError, match="outside the working directory|cannot confine"):
             by_name["python"]({"code": "open('/etc/passwd').read()"})
     finally:
         tools.close()

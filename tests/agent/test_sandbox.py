@@ -9,7 +9,7 @@ from lmforge.agent.builtins import python_tool
 from lmforge.agent.loop import run_agent
 from lmforge.agent.sandbox import Limits, run_python
 
-LIMITS = Limits(cpu_seconds=1, wall_seconds=3, memory_mb=256, file_mb=1)
+LIMITS = Limits(cpu_seconds=1, wall_seconds=3, memory_mb=256, file_mb=1, disk_mb=32)
 CONFINED = run_python("pass", LIMITS).ok  # Landlock and seccomp here; else exercise the audit hook alone
 if not CONFINED:
     LIMITS.confined_only = False
@@ -56,13 +56,30 @@ ATTACKS = {
         "open('/etc/passwd')", "/etc/passwd is outside the working directory"),
     "sqlite file outside": ("import sqlite3; sqlite3.connect('/tmp/lmforge-pwned.db')",
                             "importing sqlite3 is not allowed"),
-    "a fifo outside": ("import os; os.mkfifo('/tmp/lmforge-fifo')", "ermission"),
     "site-packages on sys.path": ("import sys, os\nsys.path.append(os.path.dirname(os.__file__) + '/site-packages')\n"
                                   "import numpy", "No module named 'numpy'"),
     "the parent's environment": ("import os; open(f'/proc/{os.getppid()}/environ').read()",
                                  "outside the working directory"),
     "gc to find the hook": ("import gc; gc.get_objects()", "gc.get_objects is not allowed"),
+    "a subinterpreter without the hook": ("import _xxsubinterpreters", "importing _xxsubinterpreters is not allowed"),
+    "a path whose startswith lies": ("class P(str):\n    def startswith(self, *a):\n        return True\n"
+                                     "    def split(self, *a):\n        return ['', 'tmp']\n"
+                                     "open(P('/etc/passwd')).read()", "/etc/passwd is outside the working directory"),
+    "run a program through the loader": ("import os; os.execv('/lib64/ld-linux-x86-64.so.2', ['ld', '/bin/true'])",
+                                         "os.exec is not allowed"),
 }
+
+
+KERNEL_ATTACKS = {  # refused by the kernel layers alone: only where they are in place
+    "a fifo outside": ("import os; os.mkfifo('/tmp/lmforge-fifo')", "ermission"),
+    "a program from memory": ("import os; os.memfd_create('x')", "Operation not permitted"),
+    "signal pid 1 by pidfd": ("import os; os.pidfd_open(1)", "Operation not permitted"),
+    "renice pid 1": ("import os; os.setpriority(os.PRIO_PROCESS, 1, 19)", "Operation not permitted"),
+    "fill the disk": ("import os\nfor i in range(60):\n    fd = os.open(f'f{i}', os.O_CREAT | os.O_WRONLY)\n"
+                      "    os.posix_fallocate(fd, 0, 1000 * 1024)", "No space left on device"),
+}
+if CONFINED:
+    ATTACKS.update(KERNEL_ATTACKS)
 
 
 class Attacker:
@@ -89,7 +106,7 @@ def test_every_attack_fails_with_a_clear_error_and_the_agent_keeps_running(monke
                        trace_path=tmp_path / "trace.jsonl")
     assert result.reason == "answer" and result.answer == "done"
     replies = [m["content"] for m in result.messages if m["role"] == "tool"]
-    assert len(replies) == len(ATTACKS) >= 30
+    assert len(replies) == len(ATTACKS) >= (35 if CONFINED else 30)
     for (name, (_, expected)), reply in zip(ATTACKS.items(), replies):
         assert reply.startswith("error: python: ") and expected in reply, (name, reply)
         assert "hunter2" not in reply
@@ -100,10 +117,16 @@ def test_calls_the_audit_hook_never_sees_are_stopped_by_the_kernel():
     if not CONFINED:
         pytest.skip("no Landlock and seccomp on this system")
     isolation = run_python("pass", LIMITS).isolation
-    assert isolation["landlock"] >= 1 and isolation["seccomp"] == 1
+    assert isolation["landlock"] >= 1 and isolation["seccomp"] == isolation["user"] == isolation["disk"] == 1
     fifo = run_python("import os; os.mkfifo('inside-fifo')", LIMITS)  # no audit event: Landlock refuses it
     assert "[Errno 13] Permission denied" in fifo.error
     thread = run_python("import threading; threading.Thread(target=print).start()", LIMITS)  # seccomp: no clone
     assert "can't start new thread" in thread.error
     metadata = run_python("import os; print(os.stat('/etc/passwd').st_size > 0)", LIMITS)
     assert metadata.stdout == "True\n"  # what docs/agents.md says stays visible: that files exist, their sizes
+
+
+def test_ordinary_code_runs_with_the_standard_library_and_its_own_folder():
+    result = run_python("import json, math, statistics, logging, warnings\nopen('notes.txt', 'w').write('42')\n"
+                        "print(json.dumps([math.factorial(5), open('notes.txt').read()]))", LIMITS)
+    assert result.ok and result.stdout == '[120, "42"]\n'

@@ -104,9 +104,11 @@ def test_rag_eval_with_a_local_model(index, nano_model_dir, tmp_path):
     assert results["samples"][0]["reply"]  # the random model was asked and wrote something
 
 
-@pytest.mark.parametrize("reply, refused", [("I don't know.", True), ("I do not know", True), ("不知道。", True),
-                                            ("I don't know the date, but the mayor is Ola Berg [1]", False),
-                                            ("Ola Berg [1]", False)])
+@pytest.mark.parametrize("reply, refused", [
+    ("I don't know.", True), ("I do not know", True), ("不知道。", True), ("我不知道。", True),
+    ("Sorry, I don't know.", True), ("I don't know who the mayor of Traa is.", True), ("抱歉，无法回答。", True),
+    ("I don't know the date, but the mayor is Ola Berg [1]", False), ("Ola Berg [1]", False),
+    ("The council said: we do not know yet, ask again later", False)])
 def test_a_refusal_is_a_reply_that_only_declines(reply, refused):
     from lmforge.rag.answer import is_refusal
 

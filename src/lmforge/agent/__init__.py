@@ -19,8 +19,9 @@ class ToolsSection(Section):
     python_cpu_seconds: int = Field(5, ge=1, description="python tool: CPU-time limit per run")
     python_wall_seconds: float = Field(10.0, gt=0, description="python tool: wall-clock limit per run")
     python_memory_mb: int = Field(512, ge=64, description="python tool: address-space limit")
-    python_unconfined: bool = Field(False, description="python tool: run code even where Landlock and seccomp "
-                                    "are missing (then only the audit hook and limits stand; docs/agents.md)")
+    python_unconfined: bool = Field(False, description="python tool: run code even where namespaces, Landlock or "
+                                    "seccomp are missing, i.e. with NO sandbox (limits and an audit hook only; "
+                                    "docs/agents.md)")
     device: str = Field("auto", description="auto, cpu, cuda, ... (local model and embedder)")
 
 

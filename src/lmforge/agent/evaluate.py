@@ -54,13 +54,14 @@ def _problem(case) -> str | None:
     if not isinstance(turns, list) or not turns:
         return "a multi_turn case needs `turns`"
     for turn in turns:
-        if not isinstance(turn.get("question"), str) or not isinstance(turn.get("ground_truth"), list):
+        if not isinstance(turn, dict) or not isinstance(turn.get("question"), str) or \
+                not isinstance(turn.get("ground_truth"), list):
             return "each turn needs `question` and `ground_truth` (a list; [] when no call is right)"
         for entry in turn["ground_truth"]:
             if not isinstance(entry, dict) or len(entry) != 1 or not isinstance(next(iter(entry.values())), dict):
                 return 'each ground_truth entry is {"function name": {"parameter": [accepted values...]}}'
-            if not all(isinstance(values, list) for values in next(iter(entry.values())).values()):
-                return "each parameter's accepted values must be a list (put \"\" in it to make it optional)"
+            if not all(isinstance(values, list) and values for values in next(iter(entry.values())).values()):
+                return "each parameter's accepted values must be a non-empty list (\"\" in it makes it optional)"
         if case["category"] == "multi_turn" and len(turn.get("results", [])) != len(turn["ground_truth"]):
             return "each multi_turn turn needs one `results` entry per ground-truth call"
     return None
@@ -173,12 +174,23 @@ def _multi_turn(model, case: dict, specs: list[dict], decoding) -> dict:
         turn_calls.append(calls)
         right.append(calls_match(calls, turn["ground_truth"]))
         truth = [{"id": f"call_{number}_{k}", "type": "function",
-                  "function": {"name": name, "arguments": json.dumps({p: v[0] for p, v in params.items() if v[0] != ""})}}
+                  "function": {"name": name, "arguments": json.dumps(_first_values(params))}}
                  for k, entry in enumerate(turn["ground_truth"]) for name, params in entry.items()]
         messages.append({"role": "assistant", "content": None, **({"tool_calls": truth} if truth else {})})
         messages += [{"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"],
                       "content": str(result)} for call, result in zip(truth, turn.get("results", []))]
     return _sample(case, turn_calls, right)
+
+
+def _first_values(parameters: dict) -> dict:
+    """A call's arguments from its ground truth: each parameter's first accepted value (optional ones left out),
+    nested dicts likewise."""
+    arguments = {}
+    for name, accepted in parameters.items():
+        value = next((option for option in accepted if option != ""), None)
+        if value is not None:
+            arguments[name] = _first_values(value) if isinstance(value, dict) else value
+    return arguments
 
 
 def _sample(case: dict, calls: list[list[dict]], right: list[bool]) -> dict:

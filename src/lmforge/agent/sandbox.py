@@ -1,25 +1,20 @@
-"""The `python` tool's sandbox: model-written code runs in a separate, limited interpreter.
+"""The `python` tool's sandbox: model-written code runs in a separate, confined interpreter.
 
-Hand-written because no maintained library sandboxes CPython in-process (RestrictedPython rewrites the AST but
-leaves the runtime open), and a container runtime is not something a laptop user has by default. What it does,
-layer by layer (docs/agents.md says the same to users):
+Hand-written because no maintained library sandboxes CPython (RestrictedPython rewrites the AST but leaves the
+runtime open), and a container runtime is not something a laptop user has by default. A launcher interpreter puts
+the layers in place, then runs the guard and the code in the same process (docs/agents.md says the same to users):
 
-1. **A fresh interpreter** (`python -I -S`): no site-packages, no user site, `PYTHON*` variables ignored, an
-   **empty environment** (no API keys, no HOME, no PATH), a **temporary working directory** deleted afterwards.
-2. **Resource limits** (`setrlimit`, before the code starts): CPU seconds, address space (memory), the size of
-   any file it writes (stdout and stderr included), open files; and a **wall-clock timeout** after which the
-   whole process group is killed.
-3. **A network namespace** of its own (Linux `unshare`, where the kernel allows it): no interface but loopback,
-   so no packet leaves even if the layer below is bypassed.
-4. **A CPython audit hook** installed before the code runs, which cannot be removed from Python: opening, listing
-   or changing any path outside the working directory (reading the standard library is allowed, for imports),
-   hard links, sockets, subprocesses, `os.system`, `fork`, `exec`, signals to other processes and importing
-   `ctypes` all raise `PermissionError`.
+1. A fresh interpreter (`python -I -S -B`), an empty environment, a temporary working directory.
+2. Limits: CPU time, memory, file size, open files; a wall-clock timeout that kills the process group.
+3. Namespaces: a user namespace (root outside is nobody special inside: no capabilities over the host), a
+   network namespace (loopback only), a mount namespace whose working directory is a size-limited tmpfs.
+4. Landlock: read and write only the working directory; read the standard library (not site-packages) and the
+   system's shared libraries; no TCP; no signals or abstract unix sockets outside (ABI 6+).
+5. seccomp: no fork, clone, exec, sockets, signals, ptrace, namespaces, mounts, modules, clock, kernel log,
+   scheduling of others, raised limits; other architectures' system calls kill the process.
+6. A CPython audit hook, for clear messages (it is not the boundary; layers 3-5 are).
 
-What it does not do: it is not a boundary against a hostile native extension or an interpreter bug (the audit
-hook lives in the same process as the code), it does not hide the machine's CPU count or kernel version, and on
-systems without unprivileged namespaces (macOS, some containers) layer 3 is missing and the network is blocked by
-the audit hook alone. For untrusted users, run lmforge itself in a container or VM.
+Where layers 3-5 cannot be put in place, the code is not run unless `confined_only=False`, which means no sandbox.
 """
 
 from __future__ import annotations
@@ -33,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OUTPUT_CHARS = 4000  # of stdout (and of stderr on failure) handed back to the model
-STATUS = "lmforge-sandbox:"
-UNCONFINED = 97  # the launcher's exit status when it would not run the code unconfined  # the launcher's first stderr line: which kernel layers it put in place
-
-# Runs first, in a fresh single-threaded interpreter: limits, then the kernel layers, then exec of the guarded
-# interpreter (so none of ctypes or this code is left in the process that runs the model's code).
+REFUSED = ("refused: this system cannot confine the code (no user namespace, Landlock or seccomp: an old kernel, a "
+           "container without them, or not Linux x86-64); --python-unconfined runs it with NO sandbox, only limits "
+           "and an audit hook that determined code gets around (docs/agents.md)")
+# Runs first, in a fresh single-threaded interpreter: limits, then the kernel layers, then the guard and the code
+# in the same process (execve is among the refused system calls). Which layers were put in place goes to the parent
+# on a pipe that is closed before the code runs, so the code can neither spoof nor hide it.
 _LAUNCHER = r"""
 import ctypes, json, os, resource, struct, sys
 config = json.loads(sys.argv[1])
@@ -47,51 +43,76 @@ for kind, value in ((resource.RLIMIT_AS, config["memory"]), (resource.RLIMIT_COR
     resource.setrlimit(kind, (value, value))
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
-status = {"network": 0, "landlock": 0, "seccomp": 0}
+status = {"user": 0, "network": 0, "disk": 0, "landlock": 0, "seccomp": 0}
 linux_x86 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
+work = os.getcwd()
 if sys.platform.startswith("linux"):
-    status["network"] = int(libc.unshare(0x40000000) == 0 or libc.unshare(0x10000000 | 0x40000000) == 0)
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(0x10000000 | 0x20000 | 0x40000000) == 0:  # a user, mount and network namespace
+        status["user"] = status["network"] = 1
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as file:
+                file.write(text)
+        code = open("main.py", encoding="utf-8").read()
+        if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) == 0 and libc.mount(  # MS_REC | MS_PRIVATE
+                b"tmpfs", work.encode(), b"tmpfs", 0x2 | 0x4 | 0x8, f"size={config['disk']},mode=0700".encode()) == 0:
+            os.chdir(work)  # into the new tmpfs, the only place the code may write, and only this much
+            with open("main.py", "w", encoding="utf-8") as file:
+                file.write(code)
+            status["disk"] = 1
+    else:
+        status["network"] = int(libc.unshare(0x40000000) == 0)
 if linux_x86 and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS, which both filters below require
     abi = libc.syscall(444, None, 0, 1)  # landlock_create_ruleset(NULL, 0, VERSION)
     if abi >= 1:
         read = (1 << 2) | (1 << 3)  # READ_FILE, READ_DIR
-        every = (1 << 13) - 1 | ((1 << 13) if abi >= 2 else 0) | ((1 << 14) if abi >= 3 else 0)
-        write = every & ~((1 << 0) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11))  # no exec, devices, sockets, fifos
+        every = (1 << 13) - 1 | ((1 << 13) if abi >= 2 else 0) | ((1 << 14) if abi >= 3 else 0) | (
+            (1 << 15) if abi >= 5 else 0)
+        write = every & ~((1 << 0) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 15))
         fields = [every] + ([0b11] if abi >= 4 else []) + ([0b11] if abi >= 6 else [])  # TCP; unix sockets, signals
         attr = struct.pack(f"{len(fields)}Q", *fields)
         ruleset = libc.syscall(444, attr, len(attr), 0)
+        added = []
         def allow(path, access):
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             if not os.path.isdir(path):
-                access &= (1 << 0) | (1 << 1) | (1 << 2) | ((1 << 14) if abi >= 3 else 0)  # file rights only
-            rule = struct.pack("=Qi", access, fd)
-            libc.syscall(445, ruleset, 1, rule, 0)
+                access &= (1 << 1) | (1 << 2) | ((1 << 14) if abi >= 3 else 0)  # file rights only
+            added.append(libc.syscall(445, ruleset, 1, struct.pack("=Qi", access, fd), 0) == 0)
             os.close(fd)
-        allow(os.getcwd(), write)
-        for path in config["executable"]:
-            allow(path, read | 1)
+        allow(work, write)
         for path in config["readable"]:
             if os.path.exists(path):
                 allow(path, read)
         allow(config["listable"], 1 << 3)  # the standard library's folder: listed (imports do), not all read
-        status["landlock"] = int(ruleset >= 0 and libc.syscall(446, ruleset, 0) == 0) * abi
-    # Syscalls refused with EPERM: new processes and threads, sockets, other processes' memory, namespaces, mounts,
-    # kernel modules, raising limits, handle-based file access; and every x32 syscall (numbers from 0x40000000).
-    deny = [56, 57, 58, 435, 41, 53, 101, 310, 311, 312, 272, 308, 165, 166, 155, 161, 175, 313, 176, 169, 167, 168,
-            170, 171, 172, 173, 303, 304, 248, 249, 250, 298, 323, 135, 160, 302, 320, 321, 425, 426, 427]
+        if ruleset >= 0 and all(added) and libc.syscall(446, ruleset, 0) == 0:
+            status["landlock"] = abi
+    # Refused with EPERM: new processes and threads; running programs; sockets; signals, ptrace and other
+    # processes' memory; namespaces, mounts, kernel modules and keys; raising limits; the clock, the kernel log,
+    # scheduling of other processes; handle-based file access. Another architecture's calls (i386 through
+    # int 0x80) kill the process, and x32 calls are refused as a whole.
+    deny = [56, 57, 58, 435, 59, 322, 319, 41, 53, 62, 200, 234, 129, 297, 424, 434, 438, 101, 310, 311, 312, 440,
+            272, 308, 165, 166, 155, 161, 428, 429, 430, 431, 432, 433, 442, 175, 313, 176, 246, 320, 169, 167, 168,
+            170, 171, 172, 173, 303, 304, 248, 249, 250, 298, 323, 135, 160, 302, 321, 425, 426, 427, 103, 141, 140,
+            142, 144, 251, 164, 227, 305, 159, 163, 300, 126, 179, 153]
     n = len(deny)
-    program = [(0x20, 0, 0, 4), (0x15, 0, n + 2, 0xC000003E), (0x20, 0, 0, 0), (0x35, n + 1, 0, 0x40000000)]
+    program = [(0x20, 0, 0, 4), (0x15, 1, 0, 0xC000003E), (0x06, 0, 0, 0x80000000),  # other arch: kill
+               (0x20, 0, 0, 0), (0x35, n + 1, 0, 0x40000000)]
     program += [(0x15, n - i, 0, nr) for i, nr in enumerate(deny)]
     program += [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050000 | 1)]  # allow; ERRNO(EPERM)
     code = b"".join(struct.pack("HBBI", *op) for op in program)
     buffer = ctypes.create_string_buffer(code)
     fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buffer))
     status["seccomp"] = int(libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0)  # PR_SET_SECCOMP, FILTER
-sys.stderr.write("lmforge-sandbox: " + json.dumps(status) + "\n")
-sys.stderr.flush()
-if config["confined_only"] and not (status["landlock"] and status["seccomp"]):
-    sys.exit(97)  # the parent explains: no kernel confinement here, and running without it was not allowed
-os.execv(config["python"], [config["python"], "-I", "-S", "-B", "-c", config["guard"]])
+confined = bool(status["landlock"] and status["seccomp"] and status["user"])
+status["refused"] = config["confined_only"] and not confined
+os.write(config["status_fd"], json.dumps(status).encode())
+os.close(config["status_fd"])
+if status["refused"]:
+    sys.exit(1)
+for name in [name for name in sys.modules if "ctypes" in name]:
+    del sys.modules[name]
+del libc, buffer, ctypes
+exec(compile(config["guard"], "<guard>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
 
 # Runs in the interpreter that runs the code: an audit hook whose state lives in a closure (no module globals to
@@ -105,7 +126,7 @@ def _install():
     lstat, stat, readlink, getcwd, fspath = os.lstat, os.stat, os.readlink, os.getcwd, os.fspath
     is_link, is_dir = _stat.S_ISLNK, _stat.S_ISDIR
     encoding = sys.getfilesystemencoding()
-    str_, bytes_, int_, any_, denied = str, bytes, int, any, PermissionError
+    bytes_, int_, any_, denied, join = bytes, int, any, PermissionError, str.join
     root = getcwd()
     stdlib = os.path.dirname(os.__file__)
     site = stdlib + "/site-packages"
@@ -125,8 +146,9 @@ def _install():
                                 "os.symlink", "os.truncate", "os.utime", "shutil.rmtree", "os.chdir"})
 
     def text(path):
+        # a plain str whatever comes in: a str or bytes subclass could override startswith, split or decode
         path = fspath(path)
-        return path.decode(encoding, "surrogateescape") if isinstance(path, bytes_) else path
+        return bytes_.decode(path, encoding, "surrogateescape") if isinstance(path, bytes_) else join("", (path,))
 
     def resolve(path):
         # the absolute path with every symlink followed, from C calls only (posixpath.realpath is Python)
@@ -175,12 +197,13 @@ def _install():
                 if directory:
                     raise denied("sandbox: opening a directory is not allowed")  # a dir_fd to escape by
         elif event == "import":
-            if args[0].split(".")[0] in blocked_imports:
+            top = args[0].split(".")[0]
+            if top in blocked_imports or top.startswith(("_xx", "_test")):  # subinterpreters run without the hook
                 raise denied("sandbox: importing " + args[0] + " is not allowed")
         elif event == "object.__getattr__" or event == "object.__setattr__":
             if (event, args[1]) in hidden:
                 raise denied("sandbox: " + args[1] + " is hidden")
-        elif event in blocked_events or event.startswith(("socket.", "ctypes.", "os.exec", "os.spawn", "gc.")):
+        elif event in blocked_events or event.startswith(("socket.", "ctypes.", "os.exec", "os.spawn", "gc.", "signal.")):
             raise denied("sandbox: " + event + " is not allowed")
         elif event in reading_events or event in writing_events:
             for path in (args[:2] if event in ("os.rename", "os.symlink") else args[:1]):
@@ -203,6 +226,7 @@ class Limits:
     wall_seconds: float = 10.0
     memory_mb: int = 512
     file_mb: int = 8
+    disk_mb: int = 64  # all files together (a tmpfs of this size is the working directory)
     open_files: int = 64
     confined_only: bool = True  # refuse to run where Landlock and seccomp cannot confine the code
 
@@ -212,22 +236,27 @@ class Result:
     ok: bool
     stdout: str
     error: str  # the reason it failed, for the model: the exception line or the limit it hit
-    isolation: dict  # the kernel layers in place: network namespace, landlock ABI (0: none), seccomp
+    isolation: dict  # the layers in place: user, network and disk (tmpfs) namespaces, landlock ABI (0: none), seccomp
 
 
 def run_python(code: str, limits: Limits | None = None) -> Result:
     """Run the code in the sandbox and say what it printed, or why it failed."""
     limits = limits or Limits()
-    with tempfile.TemporaryDirectory(prefix="lmforge-py-") as work, tempfile.TemporaryDirectory() as pipes:
+    with tempfile.TemporaryDirectory(prefix="lmforge-py-", ignore_cleanup_errors=True) as work, \
+            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         Path(work, "main.py").write_text(code, encoding="utf-8")
-        out_path, err_path = Path(pipes, "stdout"), Path(pipes, "stderr")
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            process = subprocess.Popen([_python(), "-I", "-S", "-B", "-c", _LAUNCHER, _launch_config(limits)],
-                                       cwd=work, env={}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                       start_new_session=True)
-            timed_out = _wait(process, limits.wall_seconds)
-        stdout = out_path.read_text(encoding="utf-8", errors="replace")
-        status, stderr = _split_status(err_path.read_text(encoding="utf-8", errors="replace"))
+        status_read, status_write = os.pipe()
+        try:
+            command = [_python(), "-I", "-S", "-B", "-c", _LAUNCHER, _launch_config(limits, status_write)]
+            process = subprocess.Popen(command, cwd=work, env={}, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       start_new_session=True, pass_fds=(status_write,))
+        finally:
+            os.close(status_write)
+        timed_out = _wait(process, limits.wall_seconds)
+        status = _read_status(status_read)
+        stdout, stderr = (_read(handle) for handle in (out, err))  # our own descriptors: whatever the code did
+    if status.get("refused"):
+        return Result(False, "", REFUSED, status)
     if timed_out:
         return Result(False, stdout[:OUTPUT_CHARS], f"killed: over the {limits.wall_seconds:g} s wall-time limit",
                       status)
@@ -236,38 +265,41 @@ def run_python(code: str, limits: Limits | None = None) -> Result:
     return Result(False, stdout[:OUTPUT_CHARS], _failure(process.returncode, stderr, limits), status)
 
 
+def _read(handle) -> str:
+    handle.seek(0)
+    return handle.read(OUTPUT_CHARS * 8).decode("utf-8", errors="replace")
+
+
+def _read_status(fd: int) -> dict:
+    """What the launcher reported before the code ran ({} if it died first)."""
+    import json
+
+    with os.fdopen(fd, "rb") as pipe:
+        data = pipe.read()
+    try:
+        return json.loads(data) if data else {}
+    except ValueError:
+        return {}
+
+
 def _python() -> str:
-    """The interpreter binary itself (not a venv's symlink to it), the one file the sandbox may execute."""
+    """The interpreter binary itself (not a venv's symlink to it)."""
     return os.path.realpath(sys.executable)
 
 
-def _launch_config(limits: Limits) -> str:
-    """What the launcher needs: limits, the paths readable besides the working directory (the standard library
-    without its site-packages, and the system's shared libraries that extension modules load), and the only files
-    it may execute: the interpreter and the dynamic loader that starts it."""
-    import glob
+def _launch_config(limits: Limits, status_fd: int) -> str:
+    """What the launcher needs: limits, where to report, and the paths readable besides the working directory (the
+    standard library without its site-packages, and the system's shared libraries that extension modules load)."""
     import json
 
     stdlib = Path(os.__file__).parent
     readable = [str(p) for p in stdlib.iterdir() if p.name != "site-packages"]
     readable += ["/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom"]
     readable += [str(p) for p in (Path(_python()).parent.parent / "lib").glob("libpython*")]
-    loaders = {os.path.realpath(p) for pattern in ("/lib64/ld-linux*", "/lib/ld-linux*", "/lib/*/ld-linux*",
-                                                   "/usr/lib/*/ld-linux*") for p in glob.glob(pattern)}
     return json.dumps({"cpu": limits.cpu_seconds, "memory": limits.memory_mb * 2**20, "file": limits.file_mb * 2**20,
-                       "files": limits.open_files, "confined_only": limits.confined_only, "python": _python(), "guard": _GUARD, "readable": readable,
-                       "executable": [_python(), *sorted(loaders)],
-                       "listable": str(stdlib)})
-
-
-def _split_status(stderr: str) -> tuple[dict, str]:
-    """The launcher's status line (which layers it put in place) and the rest of stderr."""
-    import json
-
-    first, _, rest = stderr.partition("\n")
-    if first.startswith(STATUS):
-        return json.loads(first[len(STATUS):]), rest
-    return {}, stderr
+                       "disk": limits.disk_mb * 2**20, "files": limits.open_files,
+                       "confined_only": limits.confined_only, "status_fd": status_fd, "guard": _GUARD,
+                       "readable": readable, "listable": str(stdlib)})
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> bool:
@@ -282,10 +314,6 @@ def _wait(process: subprocess.Popen, seconds: float) -> bool:
 
 
 def _failure(returncode: int, stderr: str, limits: Limits) -> str:
-    if returncode == UNCONFINED:
-        return ("refused: this system cannot confine the code (no Landlock or seccomp filter: an old kernel, a "
-                "container without them, or not Linux x86-64); --python-unconfined runs it with the audit hook "
-                "and limits alone (see docs/agents.md)")
     if returncode == -signal.SIGXCPU or returncode == -signal.SIGKILL:
         return f"killed: over the {limits.cpu_seconds} s CPU-time limit"
     if returncode == -signal.SIGXFSZ:

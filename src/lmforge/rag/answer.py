@@ -20,6 +20,7 @@ from lmforge.prompts import IDK, RAG_PROGRAM
 
 _REFUSALS = ("i don't know", "i do not know", "i dont know", "不知道", "无法回答")
 _CITATION = re.compile(r"\s*\[(\d+)\]")
+REFUSAL_LEAD = 12  # characters a refusal phrase may come after ("sorry, ", "抱歉，我")
 
 
 
@@ -115,7 +116,7 @@ def read_reply(question: str, hits: list, reply: str | None, best_score: float) 
     if reply is None:
         return Answer(question, IDK, "", True, [], sources, best_score)
     text = _CITATION.sub("", reply).strip()
-    if is_refusal(text):
+    if is_refusal(reply):
         return Answer(question, text, reply, True, [], sources, best_score)
     numbers = list(dict.fromkeys(int(n) for n in _CITATION.findall(reply)))
     citations = [_citation(hits[n - 1], n, attributed=False) for n in numbers if 1 <= n <= len(hits)]
@@ -126,10 +127,10 @@ def read_reply(question: str, hits: list, reply: str | None, best_score: float) 
 
 
 def is_refusal(text: str) -> bool:
-    """A reply that is a refusal: it opens with one of the phrases, and says little else (a reply that declines
-    one detail and answers anyway is an answer)."""
+    """A reply that declines: a refusal phrase near its start ("I don't know.", "Sorry, I don't know who...",
+    "我不知道。"), without a citation (a reply that declines one detail and cites an answer is an answer)."""
     plain = normalize_answer(text).replace("’", "'")
-    return plain.startswith(_REFUSALS) and len(plain) <= 2 * max(len(phrase) for phrase in _REFUSALS)
+    return not _CITATION.search(text) and any(0 <= plain.find(phrase) <= REFUSAL_LEAD for phrase in _REFUSALS)
 
 
 def _citation(hit, number: int, attributed: bool) -> dict:
