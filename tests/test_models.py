@@ -114,7 +114,7 @@ def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     (_, default), (applied, tuned) = (runs[mode].stdout.split() for mode in ("default", "tuned"))
     if applied != "True":
         pytest.skip("malloc settings chosen by the environment (or not glibc)")
-    assert int(tuned) * 3 < int(default)  # by default much of a step's 60 MiB comes back faulted and zeroed
+    assert int(tuned) * 2 < int(default)  # by default much of a step's 60 MiB comes back faulted and zeroed (about 3x)
 
 
 def test_sliding_window_reads_every_way_configs_state_it():

@@ -341,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema_command(rag, "index", RagIndexConfig, cmd_rag_index,
                    help="build or update an index of documents (chunks, BM25 terms, vectors) in a folder",
                    epilog="example: lmforge rag index --source docs/ notes.md --index runs/docs-index")
-    schema_command(rag, "query", RagQueryConfig, cmd_rag_query, help="search an index, or answer from it with citations given --model/--url (one JSON line per question)",
+    schema_command(rag, "query", RagQueryConfig, cmd_rag_query,
+                   help="search an index, or answer from it with citations given --model/--url (one JSON line per "
+                   "question)",
                    epilog="example: lmforge rag query --index runs/docs-index --query 'Who is the mayor of Traa?'")
     schema_command(rag, "eval", RagEvalConfig, cmd_rag_eval,
                    help="score retrieval (recall@k, MRR@k, nDCG@k per search mode) and, given a model, answers (exact "

@@ -74,17 +74,20 @@ def test_a_suite_of_every_category(tmp_path):
     suite.write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
     model = Replier({"Weather in Kelmar?": message(("weather", {"city": "kelmar"})),
                      "What is 6 * 7?": message(("weather", {"city": "6 * 7"})),  # the wrong function
-                     "Weather in Kelmar and Traa?": message(("weather", {"city": "Traa"}), ("weather", {"city": "Kelmar"})),
+                     "Weather in Kelmar and Traa?": message(("weather", {"city": "Traa"}),
+                                                            ("weather", {"city": "Kelmar"})),
                      "Tell me a joke.": {"role": "assistant", "content": "No tool for that."},
                      "What is 2 + 3?": message(("calculator", {"expression": "2+3"})),
                      "And times 4?": message(("calculator", {"expression": "5*4"}))})
     from lmforge.agent.builtins import builtin_tools
 
     tools = {t.name: t for t in builtin_tools(["calculator"])}
-    samples = evaluate_suite(model, read_suite(suite), lambda specs: [tools[s] if isinstance(s, str) else s for s in specs], Decoding())
+    samples = evaluate_suite(model, read_suite(suite), lambda specs: [tools[s] if isinstance(s, str) else s
+                                                                      for s in specs], Decoding())
     assert [s["metrics"]["accuracy"] for s in samples] == [1.0, 0.0, 1.0, 1.0, 1.0]
     second_turn = model.histories[-1]  # the ground-truth call and its result come before the second question
-    assert [m["role"] for m in second_turn] == ["user", "assistant", "tool", "user"] and second_turn[2]["content"] == "5"
+    assert [m["role"] for m in second_turn] == ["user", "assistant", "tool", "user"]
+    assert second_turn[2]["content"] == "5"
     rows = summary(samples, iters=100)
     assert rows["overall"]["accuracy"] == 0.8 and rows["multiple"] == {"accuracy": 0.0, "interval": [0.0, 0.0], "n": 1}
 

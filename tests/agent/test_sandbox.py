@@ -71,7 +71,11 @@ ATTACKS = {
 
 
 KERNEL_ATTACKS = {  # refused by the kernel layers alone: only where they are in place
-    "a fifo outside": ("import os; os.mkfifo('/tmp/lmforge-fifo')", "ermission"),
+    "watch a library folder by dnotify": ("import fcntl, os; fcntl.fcntl(os.open(os.__file__, os.O_RDONLY), 1026, 1)",
+                                          "Operation not permitted"),
+    "lock a library file": ("import fcntl, os; fcntl.flock(os.open(os.__file__, os.O_RDONLY), fcntl.LOCK_EX)",
+                            "Operation not permitted"),
+    "a fifo outside": ("import os; os.mkfifo('/tmp/lmforge-fifo')", "No such file or directory"),  # no /tmp here
     "a program from memory": ("import os; os.memfd_create('x')", "Operation not permitted"),
     "signal pid 1 by pidfd": ("import os; os.pidfd_open(1)", "Operation not permitted"),
     "renice pid 1": ("import os; os.setpriority(os.PRIO_PROCESS, 1, 19)", "Operation not permitted"),
@@ -106,7 +110,7 @@ def test_every_attack_fails_with_a_clear_error_and_the_agent_keeps_running(monke
                        trace_path=tmp_path / "trace.jsonl")
     assert result.reason == "answer" and result.answer == "done"
     replies = [m["content"] for m in result.messages if m["role"] == "tool"]
-    assert len(replies) == len(ATTACKS) >= (35 if CONFINED else 30)
+    assert len(replies) == len(ATTACKS) >= (39 if CONFINED else 32)
     for (name, (_, expected)), reply in zip(ATTACKS.items(), replies):
         assert reply.startswith("error: python: ") and expected in reply, (name, reply)
         assert "hunter2" not in reply
@@ -116,14 +120,17 @@ def test_every_attack_fails_with_a_clear_error_and_the_agent_keeps_running(monke
 def test_calls_the_audit_hook_never_sees_are_stopped_by_the_kernel():
     if not CONFINED:
         pytest.skip("no Landlock and seccomp on this system")
-    isolation = run_python("pass", LIMITS).isolation
+    isolation = run_python("pass", LIMITS).isolation  # on this machine: every layer in place
     assert isolation["landlock"] >= 1 and isolation["seccomp"] == isolation["user"] == isolation["disk"] == 1
     fifo = run_python("import os; os.mkfifo('inside-fifo')", LIMITS)  # no audit event: Landlock refuses it
     assert "[Errno 13] Permission denied" in fifo.error
     thread = run_python("import threading; threading.Thread(target=print).start()", LIMITS)  # seccomp: no clone
     assert "can't start new thread" in thread.error
-    metadata = run_python("import os; print(os.stat('/etc/passwd').st_size > 0)", LIMITS)
-    assert metadata.stdout == "True\n"  # what docs/agents.md says stays visible: that files exist, their sizes
+    seen = run_python("import os; print([os.path.exists(p) for p in ('/etc/passwd', '/proc/1', '/tmp', os.__file__)])",
+                      LIMITS)
+    assert seen.stdout == "[False, False, False, True]\n"  # its own root: the host's tree is not there at all
+    owner = run_python("import os; os.fchmod(os.open(os.__file__, os.O_RDONLY), 0o4777)", LIMITS)
+    assert "Operation not permitted" in owner.error  # read-only bind, and seccomp refuses mode changes anyway
 
 
 def test_ordinary_code_runs_with_the_standard_library_and_its_own_folder():

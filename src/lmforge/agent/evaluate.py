@@ -153,7 +153,8 @@ def evaluate_suite(model, cases: list[dict], resolve_tools, decoding) -> list[di
     """
     samples: list[dict | None] = [None] * len(cases)
     single = [i for i, case in enumerate(cases) if case["category"] != "multi_turn"]
-    specs = {i: [t.spec if hasattr(t, "spec") else t for t in resolve_tools(cases[i]["tools"])] for i in range(len(cases))}
+    specs = {i: [t.spec if hasattr(t, "spec") else t for t in resolve_tools(case["tools"])]
+             for i, case in enumerate(cases)}
     replies = model.respond([[{"role": "user", "content": cases[i]["question"]}] for i in single],
                             [specs[i] for i in single], decoding)
     for i, reply in zip(single, replies):

@@ -6,12 +6,14 @@ the layers in place, then runs the guard and the code in the same process (docs/
 
 1. A fresh interpreter (`python -I -S -B`), an empty environment, a temporary working directory.
 2. Limits: CPU time, memory, file size, open files; a wall-clock timeout that kills the process group.
-3. Namespaces: a user namespace (root outside is nobody special inside: no capabilities over the host), a
-   network namespace (loopback only), a mount namespace whose working directory is a size-limited tmpfs.
+3. Namespaces: a user namespace (root outside holds no capabilities over the host inside), network and IPC
+   namespaces, and a mount namespace with a root of its own (pivot_root): a size-limited tmpfs holding /work and
+   read-only binds of the standard library, the system's libraries and two devices; the host's tree is detached.
 4. Landlock: read and write only the working directory; read the standard library (not site-packages) and the
    system's shared libraries; no TCP; no signals or abstract unix sockets outside (ABI 6+).
 5. seccomp: no fork, clone, exec, sockets, signals, ptrace, namespaces, mounts, modules, clock, kernel log,
-   scheduling of others, raised limits; other architectures' system calls kill the process.
+   scheduling, raised limits, mode/owner/time/xattr changes, inotify, SysV IPC, signal-routing fcntl/ioctl;
+   other architectures' system calls kill the process.
 6. A CPython audit hook, for clear messages (it is not the boundary; layers 3-5 are).
 
 Where layers 3-5 cannot be put in place, the code is not run unless `confined_only=False`, which means no sandbox.
@@ -46,20 +48,53 @@ libc.syscall.restype = ctypes.c_long
 status = {"user": 0, "network": 0, "disk": 0, "landlock": 0, "seccomp": 0}
 linux_x86 = sys.platform.startswith("linux") and os.uname().machine == "x86_64"
 work = os.getcwd()
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+
+def new_root(work, code, config):
+    # A root of its own: a size-limited tmpfs holding /work (the code's folder) and read-only, nosuid binds of the
+    # standard library, the system's libraries and two devices; the host's tree is then detached, so nothing else
+    # of it can be seen, listed, watched or changed, whatever the code calls.
+    mounted = lambda source, target, kind, flags, data: libc.mount(  # noqa: E731
+        source and source.encode(), target.encode(), kind and kind.encode(), flags, data and data.encode()) == 0
+    if not (mounted(None, "/", None, MS_REC | MS_PRIVATE, None) and mounted(
+            "tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"size={config['disk']},mode=0755")):
+        return False
+    for source in config["bound"]:
+        if not os.path.exists(source):
+            continue
+        target = work + source
+        if os.path.isdir(source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "w").close()
+        if not (mounted(source, target, None, MS_BIND | MS_REC, None) and mounted(
+                None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)):
+            return False
+    os.makedirs(work + "/work")
+    os.makedirs(work + "/.old")
+    if libc.syscall(155, work.encode(), (work + "/.old").encode()) != 0:  # pivot_root
+        return False
+    os.chdir("/")
+    if libc.umount2(b"/.old", 2) != 0:  # MNT_DETACH
+        return False
+    os.rmdir("/.old")
+    os.chdir("/work")
+    with open("main.py", "w", encoding="utf-8") as file:
+        file.write(code)
+    return True
+
 if sys.platform.startswith("linux"):
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(0x10000000 | 0x20000 | 0x40000000) == 0:  # a user, mount and network namespace
+    libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL when the parent dies
+    if libc.unshare(0x10000000 | 0x20000 | 0x40000000 | 0x08000000) == 0:  # user, mount, network, IPC namespaces
         status["user"] = status["network"] = 1
         for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
             with open(f"/proc/self/{name}", "w") as file:
                 file.write(text)
         code = open("main.py", encoding="utf-8").read()
-        if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) == 0 and libc.mount(  # MS_REC | MS_PRIVATE
-                b"tmpfs", work.encode(), b"tmpfs", 0x2 | 0x4 | 0x8, f"size={config['disk']},mode=0700".encode()) == 0:
-            os.chdir(work)  # into the new tmpfs, the only place the code may write, and only this much
-            with open("main.py", "w", encoding="utf-8") as file:
-                file.write(code)
-            status["disk"] = 1
+        status["disk"] = int(new_root(work, code, config))
+        work = "/work"
     else:
         status["network"] = int(libc.unshare(0x40000000) == 0)
 if linux_x86 and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS, which both filters below require
@@ -86,24 +121,51 @@ if linux_x86 and libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS, which 
         allow(config["listable"], 1 << 3)  # the standard library's folder: listed (imports do), not all read
         if ruleset >= 0 and all(added) and libc.syscall(446, ruleset, 0) == 0:
             status["landlock"] = abi
+        if ruleset >= 0:
+            os.close(ruleset)
     # Refused with EPERM: new processes and threads; running programs; sockets; signals, ptrace and other
     # processes' memory; namespaces, mounts, kernel modules and keys; raising limits; the clock, the kernel log,
-    # scheduling of other processes; handle-based file access. Another architecture's calls (i386 through
-    # int 0x80) kill the process, and x32 calls are refused as a whole.
+    # scheduling; handle-based file access; changing modes, owners, times and extended attributes; inotify; SysV
+    # IPC and POSIX queues; the mount table and mount copies (open_tree_attr); sync, flock, memfd_secret, cachestat;
+    # every call newer than the newest reviewed. Argument checks refuse prctl(PR_SET_PDEATHSIG), fcntl calls that
+    # route signals, take leases or locks or watch folders, and ioctls that route signals or set inode flags or
+    # versions. Another architecture's calls (i386 through int 0x80) kill the process.
     deny = [56, 57, 58, 435, 59, 322, 319, 41, 53, 62, 200, 234, 129, 297, 424, 434, 438, 101, 310, 311, 312, 440,
             272, 308, 165, 166, 155, 161, 428, 429, 430, 431, 432, 433, 442, 175, 313, 176, 246, 320, 169, 167, 168,
             170, 171, 172, 173, 303, 304, 248, 249, 250, 298, 323, 135, 160, 302, 321, 425, 426, 427, 103, 141, 140,
-            142, 144, 251, 164, 227, 305, 159, 163, 300, 126, 179, 153]
-    n = len(deny)
-    program = [(0x20, 0, 0, 4), (0x15, 1, 0, 0xC000003E), (0x06, 0, 0, 0x80000000),  # other arch: kill
-               (0x20, 0, 0, 0), (0x35, n + 1, 0, 0x40000000)]
-    program += [(0x15, n - i, 0, nr) for i, nr in enumerate(deny)]
-    program += [(0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, 0x00050000 | 1)]  # allow; ERRNO(EPERM)
+            142, 144, 203, 314, 251, 164, 227, 305, 159, 163, 300, 126, 179, 153,
+            90, 91, 268, 452, 92, 93, 94, 260, 188, 189, 190, 197, 198, 199, 463, 466, 132, 235, 261, 280, 469,
+            253, 254, 294, 29, 30, 31, 64, 65, 66, 68, 69, 70, 71, 220, 240, 241, 242, 243, 244, 245, 457, 458,
+            467, 443, 447, 451, 162, 306, 73]
+    newest = 469  # every call above the newest one reviewed is refused: a new kernel's calls start denied
+    argument_checks = {  # args[0] of prctl, args[1] of fcntl and ioctl
+        157: (16, [1]),  # prctl PR_SET_PDEATHSIG: the code may not outlive its parent
+        72: (24, [8, 10, 15, 1024, 1026, 6, 7, 37, 38]),  # F_SETOWN(_EX), F_SETSIG, leases, dnotify, locks
+        16: (24, [0x8901, 0x8902, 0x40086602, 0x401C5820, 0x40087602])}  # signal routing, inode flags, version
+    allow, refuse, kill = 0x7FFF0000, 0x00050000 | 1, 0x80000000  # SECCOMP_RET_ALLOW, ERRNO(EPERM), KILL_PROCESS
+    # (code, jump if true, jump if false, k), jumps by label; a string is a label for the next instruction
+    items = [(0x20, None, None, 4), (0x15, None, "kill", 0xC000003E), (0x20, None, None, 0),
+             (0x35, "deny", None, newest + 1)]  # also every x32 call (numbers from 0x40000000)
+    items += [(0x15, f"check{nr}", None, nr) for nr in argument_checks]
+    items += [(0x15, "deny", None, nr) for nr in deny] + [(0x06, None, None, allow)]
+    for nr, (offset, values) in argument_checks.items():
+        items += [f"check{nr}", (0x20, None, None, offset)] + [(0x15, "deny", None, v) for v in values]
+        items += [(0x06, None, None, allow)]
+    items += ["deny", (0x06, None, None, refuse), "kill", (0x06, None, None, kill)]
+    labels, program = {}, []
+    for item in items:
+        if isinstance(item, str):
+            labels[item] = len(program)
+        else:
+            program.append(item)
+    program = [(code, labels[true] - i - 1 if true else 0, labels[false] - i - 1 if false else 0, k)
+               for i, (code, true, false, k) in enumerate(program)]
+    assert all(0 <= jt < 256 and 0 <= jf < 256 for _, jt, jf, _ in program)
     code = b"".join(struct.pack("HBBI", *op) for op in program)
     buffer = ctypes.create_string_buffer(code)
     fprog = struct.pack("HxxxxxxQ", len(program), ctypes.addressof(buffer))
     status["seccomp"] = int(libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0)  # PR_SET_SECCOMP, FILTER
-confined = bool(status["landlock"] and status["seccomp"] and status["user"])
+confined = bool(status["landlock"] and status["seccomp"] and status["user"] and status["disk"])
 status["refused"] = config["confined_only"] and not confined
 os.write(config["status_fd"], json.dumps(status).encode())
 os.close(config["status_fd"])
@@ -139,6 +201,7 @@ def _install():
                                 "os.startfile", "pty.spawn", "subprocess.Popen", "os.putenv", "os.unsetenv",
                                 "sys._current_frames", "sys.settrace", "sys.setprofile", "os.mkfifo", "os.mknod",
                                 "os.setxattr", "os.removexattr", "os.listxattr", "sys.addaudithook"})
+    blocked_prefixes = ("socket.", "ctypes.", "os.exec", "os.spawn", "gc.", "signal.")
     hidden = frozenset({("object.__getattr__", "tb_frame"), ("object.__setattr__", "__code__"),
                         ("object.__setattr__", "__closure__")})
     reading_events = frozenset({"os.listdir", "os.scandir", "glob.glob", "os.walk"})
@@ -203,7 +266,7 @@ def _install():
         elif event == "object.__getattr__" or event == "object.__setattr__":
             if (event, args[1]) in hidden:
                 raise denied("sandbox: " + args[1] + " is hidden")
-        elif event in blocked_events or event.startswith(("socket.", "ctypes.", "os.exec", "os.spawn", "gc.", "signal.")):
+        elif event in blocked_events or event.startswith(blocked_prefixes):
             raise denied("sandbox: " + event + " is not allowed")
         elif event in reading_events or event in writing_events:
             for path in (args[:2] if event in ("os.rename", "os.symlink") else args[:1]):
@@ -288,18 +351,19 @@ def _python() -> str:
 
 
 def _launch_config(limits: Limits, status_fd: int) -> str:
-    """What the launcher needs: limits, where to report, and the paths readable besides the working directory (the
-    standard library without its site-packages, and the system's shared libraries that extension modules load)."""
+    """What the launcher needs: limits, where to report, what to bind read-only into the code's own root (the
+    standard library, the system's shared libraries that extension modules load, two devices), and of that what
+    may be read (the standard library without its site-packages)."""
     import json
 
     stdlib = Path(os.__file__).parent
-    readable = [str(p) for p in stdlib.iterdir() if p.name != "site-packages"]
-    readable += ["/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom"]
-    readable += [str(p) for p in (Path(_python()).parent.parent / "lib").glob("libpython*")]
+    system = ["/usr/lib", "/lib", "/lib64", "/usr/lib64", "/etc/ld.so.cache", "/dev/null", "/dev/urandom"]
+    libpython = [str(p) for p in (Path(_python()).parent.parent / "lib").glob("libpython*")]
+    readable = [str(p) for p in stdlib.iterdir() if p.name != "site-packages"] + system + libpython
     return json.dumps({"cpu": limits.cpu_seconds, "memory": limits.memory_mb * 2**20, "file": limits.file_mb * 2**20,
                        "disk": limits.disk_mb * 2**20, "files": limits.open_files,
                        "confined_only": limits.confined_only, "status_fd": status_fd, "guard": _GUARD,
-                       "readable": readable, "listable": str(stdlib)})
+                       "bound": [str(stdlib), *system, *libpython], "readable": readable, "listable": str(stdlib)})
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> bool:

@@ -96,8 +96,9 @@ def synth_world(seed: int, out: str | Path, size: str | WorldSize = "demo") -> d
     counts.update(_library_files(world, seed, out))
     counts["sft_reading.jsonl"] = write_jsonl(out / "sft_reading.jsonl", reading_records(
         world, derived_rng(seed, "reading"), size.reading_lessons))
-    counts["sft_tools.jsonl"] = write_jsonl(out / "sft_tools.jsonl", calculator_records(train_problems) + search_records(
-        world, derived_rng(seed, "search"), size.search_lessons))
+    tool_lessons = calculator_records(train_problems) + search_records(world, derived_rng(seed, "search"),
+                                                                       size.search_lessons)
+    counts["sft_tools.jsonl"] = write_jsonl(out / "sft_tools.jsonl", tool_lessons)
     for name, text in WORLD_TASKS.items():
         write_text(out / "tasks" / f"{name}.yaml", text)
         counts[f"tasks/{name}.yaml"] = 1

@@ -91,8 +91,9 @@ def library(world: World, mayors: dict[str, str] | None = None) -> dict[str, str
             pages[f"cities/{_slug(entity)}.md"] = CITY_PAGE.format(mayor=mayors[entity.name], **attrs)
         elif entity.kind == "company":
             fields = {key: html.escape(str(value)) for key, value in attrs.items()}
-            pages[f"companies/{_slug(entity)}.html"] = COMPANY_PAGE.format(
-                motto=html.escape(world.mottos[entity.name]), **{**fields, "industry": with_article(entity.attrs["industry"])})
+            fields["industry"] = with_article(entity.attrs["industry"])
+            pages[f"companies/{_slug(entity)}.html"] = COMPANY_PAGE.format(motto=html.escape(world.mottos[entity.name]),
+                                                                           **fields)
         elif entity.kind == "person":
             pages[f"people/{_slug(entity)}.txt"] = PERSON_PAGE.format(
                 profession_article=with_article(entity.attrs["profession"]), **attrs)

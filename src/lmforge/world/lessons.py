@@ -27,7 +27,8 @@ CALCULATOR_SPEC = {"type": "function", "function": {
         "required": ["expression"], "additionalProperties": False}}}
 SEARCH_SPEC = {"type": "function", "function": {
     "name": "search", "description": "Search the document index and return the best passages, each with its source.",
-    "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "what to look for, in words"}},
+    "parameters": {"type": "object", "properties": {"query": {"type": "string",
+                                                              "description": "what to look for, in words"}},
                    "required": ["query"], "additionalProperties": False}}}
 CLUB_PAGE = {"president": "The president of the {club} is {value}. The club meets every {day}.",
              "motto": 'The motto of the {club} is "{value}". Members say it at every meeting.'}
