@@ -35,12 +35,16 @@ class AgentResult:
 
 
 class Trace:
-    """A JSONL trace file, each event flushed as it happens (a crashed run keeps what it did)."""
+    """A JSONL trace file, each event flushed as it happens (a crashed run keeps what it did); `kept` also keeps
+    the events in memory (a replay compares them)."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, kept: list[dict] | None = None):
         self.file = open(path, "w", encoding="utf-8") if path else None
+        self.kept = kept
 
     def write(self, event: dict) -> None:
+        if self.kept is not None:
+            self.kept.append(event)
         if self.file:
             self.file.write(json.dumps({"time": round(time.time(), 3), **event}, ensure_ascii=False) + "\n")
             self.file.flush()
@@ -192,10 +196,9 @@ def replay(path: str | Path, tools: list[Tool]) -> dict:
     start = events[0]
     recorded_steps = sum(event["type"] == "model" for event in events)
     guards = Guards(**{**start["guards"], "max_seconds": float("inf"), "max_steps": recorded_steps})
-    trace = Trace(None)
     recorded = [event for event in events if event["type"] == "tool"]
     replayed: list[dict] = []
-    trace.write = replayed.append  # keep the new tool events in memory
+    trace = Trace(None, kept=replayed)
     messages = ([{"role": "system", "content": start["system"]}] if start.get("system") else []) + [
         {"role": "user", "content": start["task"]}]
     result = _loop(RecordedModel(events), {t.name: t for t in tools}, messages, guards, Decoding(), trace)

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from lmforge.config import Section, build, read_yaml
-from lmforge.data import DataError, expand_paths, read_raw
+from lmforge.data import DataError
 from lmforge.eval.task import Doc, Task
 from lmforge.prompts import (LoadedProgram, gold_text, is_prompt_program, program_from_dict, read_records, user_text,
                              valid_pattern)
@@ -89,21 +89,13 @@ def load_custom_task(path: str | Path) -> Task:
 
 
 def _docs(spec: CustomTask, path: Path) -> list[Doc]:
-    docs = [_doc(spec, record, source) for record, source in _records(path)
+    records = [({key: value for key, value in record.items() if key != "_source"}, record["_source"])
+               for record in read_records(path)]
+    docs = [_doc(spec, record, source) for record, source in records
             if all(record.get(key) == value for key, value in spec.where.items())]
     if not docs:
         raise ValueError(f"{path}: no records" + (f" match where={spec.where}" if spec.where else ""))
     return docs
-
-
-def _records(path: Path):
-    for file in expand_paths(path):
-        for raw in read_raw(file):
-            if raw.error:
-                raise DataError(raw.source, raw.error)
-            if not isinstance(raw.value, dict):
-                raise DataError(raw.source, "each record must be an object with named fields")
-            yield raw.value, raw.source
 
 
 def _fill(template: str, record: dict, source: str) -> str:
