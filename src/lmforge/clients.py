@@ -44,11 +44,11 @@ class ChatModel(Protocol):
 class LocalChat:
     """A model folder (or adapter run) generating through the engine, with the chat template it was trained on."""
 
-    def __init__(self, path: str, device: str = "auto", adapter: str | None = None):
+    def __init__(self, path: str, device: str = "auto"):
         from lmforge.models import load_for_inference
 
         self.name = str(path)
-        self.model, self.tokenizer = load_for_inference(path, device, adapter=adapter)
+        self.model, self.tokenizer = load_for_inference(path, device)
         if not self.tokenizer.chat_template:
             raise ValueError(f"{path}: the tokenizer has no chat template, so it cannot take chat messages")
         config = self.model.config

@@ -206,8 +206,8 @@ def select_examples(program: LoadedProgram, records: list[dict], embed=None) -> 
 
 
 def _same(example: dict, record: dict) -> bool:
-    strip = lambda r: {key: value for key, value in r.items() if key != "_source"}  # noqa: E731
-    return strip(example) == strip(record)
+    """The same record, wherever it was read from."""
+    return {**example, "_source": None} == {**record, "_source": None}
 
 
 def _nearest(program: LoadedProgram, records: list[dict], embed) -> list[list[dict]]:
